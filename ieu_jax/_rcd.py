@@ -1,0 +1,366 @@
+"""RCD: Relearning Convergence Delay.
+
+From weights ``theta``, an attacker relearns the forget set (or ``m`` examples of
+it) by SGD or Adam. ``T(theta)`` is the first step at which the forget-set criterion
+holds (accuracy >= ``threshold`` percent, or loss <= ``threshold``), evaluated
+after every step (or every ``eval_every`` steps) on a fixed evaluation set. A run
+that never meets it within ``max_steps`` is *censored*: reported as such, never
+counted as ``max_steps``.
+
+``K`` trajectories that differ in data order (and, optionally, a grid of learning
+rates) are one computation over a leading trajectory axis. How that computation is
+laid out is a choice of *formulation* (see :data:`FORMULATIONS`), because the
+fastest layout depends on the backend:
+
+* ``"vmap_scan"``: one jitted program, ``vmap`` over trajectories of a ``lax.scan``
+  over steps (no host round trip at all; the fast way on GPU/TPU);
+* ``"vmap_loop"``: a Python loop over steps of one jitted, vmapped step;
+* ``"sequential"``: a Python loop over trajectories and steps of one jitted
+  single-copy step (measured fastest for small conv nets on XLA:CPU).
+
+All three compute the same numbers from the same keys (to float rounding).
+
+Step ``0`` is the model before any relearning: a model that already meets the
+criterion has ``T = 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ieu_jax._steps import ApplyFn, softmax_cross_entropy
+
+__all__ = [
+    "FORMULATIONS",
+    "RelearnProtocol",
+    "RelearnResult",
+    "RCDSummary",
+    "relearn",
+    "default_formulation",
+    "rcd_summary",
+    "trajectory_batch_indices",
+]
+
+FORMULATIONS = ("vmap_scan", "vmap_loop", "sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelearnProtocol:
+  """How the attacker relearns, and what counts as relearned.
+
+  Attributes:
+    optimizer: ``"sgd"`` or ``"adam"``.
+    learning_rates: one learning rate, or several: every one of the
+      ``num_trajectories`` data orders is run at every learning rate.
+    momentum: SGD momentum (ignored by Adam).
+    batch_size: examples per relearning step (capped at the relearn set's size).
+    max_steps: the step budget ``T_max``.
+    criterion: ``"accuracy"`` (forget accuracy in percent ``>= threshold``) or
+      ``"loss"`` (mean forget loss ``<= threshold``).
+    threshold: ``tau`` (percent) or the target loss.
+    num_trajectories: ``K``, data orders per learning rate.
+    eval_every: evaluate (and test the criterion) every this many steps.
+  """
+
+  optimizer: Literal["sgd", "adam"] = "sgd"
+  learning_rates: float | Sequence[float] = 0.01
+  momentum: float = 0.0
+  batch_size: int = 32
+  max_steps: int = 200
+  criterion: Literal["accuracy", "loss"] = "accuracy"
+  threshold: float = 90.0
+  num_trajectories: int = 8
+  eval_every: int = 1
+
+  def __post_init__(self):
+    if self.optimizer not in ("sgd", "adam"):
+      raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adam'.")
+    if self.criterion not in ("accuracy", "loss"):
+      raise ValueError(f"criterion={self.criterion!r}: expected 'accuracy' or 'loss'.")
+    for name in ("batch_size", "max_steps", "num_trajectories", "eval_every"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer.")
+    if self.max_steps % self.eval_every:
+      raise ValueError(
+          f"max_steps={self.max_steps} is not a multiple of eval_every={self.eval_every}."
+      )
+    lrs = self.lr_grid
+    if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+      raise ValueError(f"learning_rates={self.learning_rates!r} must be positive numbers.")
+
+  @property
+  def lr_grid(self) -> tuple[float, ...]:
+    lrs = self.learning_rates
+    return tuple(float(x) for x in (lrs if isinstance(lrs, Sequence) else (lrs,)))
+
+  @property
+  def total_trajectories(self) -> int:
+    return self.num_trajectories * len(self.lr_grid)
+
+  @property
+  def eval_steps(self) -> np.ndarray:
+    """The steps at which the criterion is tested: ``0, eval_every, ..., max_steps``."""
+    return np.arange(0, self.max_steps + 1, self.eval_every)
+
+  def make_optimizer(self, learning_rate) -> optax.GradientTransformation:
+    if self.optimizer == "adam":
+      return optax.adam(learning_rate)
+    return optax.sgd(learning_rate, momentum=self.momentum or None)
+
+
+class RelearnResult(NamedTuple):
+  """``K`` relearning trajectories (host arrays; leading axis = trajectory).
+
+  Attributes:
+    first_hit: ``(K,)`` int, the first evaluated step meeting the criterion; ``-1``
+      where censored.
+    censored: ``(K,)`` bool, never met within ``max_steps``.
+    learning_rate: ``(K,)`` the relearning rate of each trajectory.
+    steps: ``(G,)`` the evaluation grid.
+    accuracy: ``(K, G)`` forget accuracy (percent) on the evaluation set.
+    loss: ``(K, G)`` mean forget loss on the evaluation set.
+    distance: ``(K, G)`` ``||theta_t - reference||_2`` (NaN without a reference).
+  """
+
+  first_hit: np.ndarray
+  censored: np.ndarray
+  learning_rate: np.ndarray
+  steps: np.ndarray
+  accuracy: np.ndarray
+  loss: np.ndarray
+  distance: np.ndarray
+
+
+class RCDSummary(NamedTuple):
+  """RCD of one model, optionally normalised by a reference model's.
+
+  ``steps_mean`` and ``steps_std`` are over the trajectories that met the
+  criterion (NaN when none did); ``censored_frac`` says how many did not, and when
+  it is positive the true mean is larger than ``steps_mean``. ``normalized`` is
+  ``steps_mean / reference steps_mean`` (NaN when undefined).
+  """
+
+  steps_mean: float
+  steps_std: float
+  censored_frac: float
+  normalized: float
+
+
+def trajectory_batch_indices(
+    key: jax.Array, num_examples: int, num_steps: int, batch_size: int
+) -> jax.Array:
+  """``(num_steps, batch)`` example indices: successive epochs of fresh permutations."""
+  batch = min(batch_size, num_examples)
+  epochs = -(-num_steps * batch // num_examples)
+  perms = jax.vmap(lambda k: jax.random.permutation(k, num_examples))(
+      jax.random.split(key, epochs)
+  )
+  return perms.reshape(-1)[: num_steps * batch].reshape(num_steps, batch)
+
+
+def _tree_distance(a, b) -> jax.Array:
+  return optax.global_norm(jax.tree.map(lambda x, y: x - y, a, b))
+
+
+class _Program:
+  """The pieces every formulation is assembled from (all pure functions)."""
+
+  def __init__(self, apply_fn, protocol, loss, relearn_data, eval_data, reference):
+    self.apply_fn = apply_fn
+    self.protocol = protocol
+    self.loss = loss
+    self.relearn_x, self.relearn_y = relearn_data
+    self.eval_x, self.eval_y = eval_data
+    self.reference = reference
+
+  def evaluate(self, params):
+    logits = self.apply_fn(params, self.eval_x)
+    acc = 100.0 * jnp.mean(jnp.argmax(logits, -1) == self.eval_y)
+    value = self.loss(logits, self.eval_y)
+    if self.reference is None:
+      dist = jnp.array(jnp.nan, jnp.float32)
+    else:
+      dist = _tree_distance(params, self.reference)
+    return jnp.stack([acc, value, dist.astype(acc.dtype)])
+
+  def init(self, params, lr):
+    return params, self.protocol.make_optimizer(lr).init(params)
+
+  def step(self, carry, lr, idx):
+    params, opt_state = carry
+
+    def batch_loss(p):
+      return self.loss(self.apply_fn(p, self.relearn_x[idx]), self.relearn_y[idx])
+
+    grads = jax.grad(batch_loss)(params)
+    updates, opt_state = self.protocol.make_optimizer(lr).update(
+        grads, opt_state, params
+    )
+    return optax.apply_updates(params, updates), opt_state
+
+  def block(self, carry, lr, idx_block):
+    """``eval_every`` steps, then an evaluation."""
+    for i in range(idx_block.shape[0]):
+      carry = self.step(carry, lr, idx_block[i])
+    return carry, self.evaluate(carry[0])
+
+  def trajectory(self, params, lr, indices):
+    """One whole trajectory as a scan over evaluation blocks."""
+    carry = self.init(params, lr)
+    first = self.evaluate(params)
+    blocks = indices.reshape(-1, self.protocol.eval_every, indices.shape[-1])
+    _, curves = jax.lax.scan(lambda c, b: self.block(c, lr, b), carry, blocks)
+    return jnp.concatenate([first[None], curves])
+
+
+def _run_vmap_scan(prog: _Program, params, lrs, indices):
+  fn = jax.jit(jax.vmap(prog.trajectory, in_axes=(None, 0, 0)))
+  return fn(params, lrs, indices)
+
+
+def _run_vmap_loop(prog: _Program, params, lrs, indices):
+  k = lrs.shape[0]
+  init = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))
+  block = jax.jit(jax.vmap(prog.block))
+  first = jax.jit(prog.evaluate)(params)
+  carry = init(params, lrs)
+  curves = [jnp.broadcast_to(first, (k,) + first.shape)]
+  e = prog.protocol.eval_every
+  for g in range(prog.protocol.max_steps // e):
+    carry, metrics = block(carry, lrs, indices[:, g * e : (g + 1) * e])
+    curves.append(metrics)
+  return jnp.stack(curves, axis=1)
+
+
+def _run_sequential(prog: _Program, params, lrs, indices):
+  init = jax.jit(prog.init)
+  block = jax.jit(prog.block)
+  first = jax.jit(prog.evaluate)(params)
+  e = prog.protocol.eval_every
+  rows = []
+  for k in range(lrs.shape[0]):
+    carry = init(params, lrs[k])
+    curve = [first]
+    for g in range(prog.protocol.max_steps // e):
+      carry, metrics = block(carry, lrs[k], indices[k, g * e : (g + 1) * e])
+      curve.append(metrics)
+    rows.append(jnp.stack(curve))
+  return jnp.stack(rows)
+
+
+_RUNNERS = {
+    "vmap_scan": _run_vmap_scan,
+    "vmap_loop": _run_vmap_loop,
+    "sequential": _run_sequential,
+}
+
+
+def default_formulation() -> str:
+  """``"sequential"`` on CPU (measured fastest there for conv nets), else ``"vmap_scan"``."""
+  return "sequential" if jax.default_backend() == "cpu" else "vmap_scan"
+
+
+def relearn(
+    params: Any,
+    apply_fn: ApplyFn,
+    relearn_data: tuple[jax.Array, jax.Array],
+    protocol: RelearnProtocol,
+    key: jax.Array,
+    *,
+    eval_data: tuple[jax.Array, jax.Array] | None = None,
+    reference_params: Any = None,
+    loss=softmax_cross_entropy,
+    formulation: str | None = None,
+) -> RelearnResult:
+  """Runs ``protocol.total_trajectories`` relearning trajectories from ``params``.
+
+  Args:
+    params: the weights to relearn from.
+    apply_fn: ``apply_fn(params, x) -> logits``.
+    relearn_data: ``(x, y)`` the attacker trains on (the forget set or ``m``
+      examples of it).
+    protocol: the :class:`RelearnProtocol`.
+    key: PRNG key; trajectory ``k`` draws its data order from ``fold_in(key, k)``
+      (the same data orders are used at every learning rate of the grid).
+    eval_data: ``(x, y)`` on which the criterion is tested after each step;
+      defaults to ``relearn_data``.
+    reference_params: params to measure the weight distance to (e.g. the
+      original model); the distance curve is NaN without it.
+    loss: ``loss(logits, labels) -> scalar``.
+    formulation: one of :data:`FORMULATIONS`; ``None`` picks by backend.
+
+  Returns:
+    A :class:`RelearnResult`.
+  """
+  formulation = formulation or default_formulation()
+  if formulation not in _RUNNERS:
+    raise ValueError(f"formulation={formulation!r}: expected one of {FORMULATIONS}.")
+  x, y = relearn_data
+  if x.shape[0] == 0:
+    raise ValueError("relearn_data is empty: nothing to relearn.")
+  if x.shape[0] != y.shape[0]:
+    raise ValueError(f"relearn_data: {x.shape[0]} inputs but {y.shape[0]} labels.")
+  eval_data = relearn_data if eval_data is None else eval_data
+  if eval_data[0].shape[0] == 0 or eval_data[0].shape[0] != eval_data[1].shape[0]:
+    raise ValueError(
+        f"eval_data must be non-empty with matching lengths; got"
+        f" {eval_data[0].shape[0]} inputs, {eval_data[1].shape[0]} labels."
+    )
+  prog = _Program(apply_fn, protocol, loss, relearn_data, eval_data, reference_params)
+
+  k_orders = protocol.num_trajectories
+  lr_grid = protocol.lr_grid
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k_orders))
+  orders = jax.vmap(
+      lambda k: trajectory_batch_indices(k, x.shape[0], protocol.max_steps, protocol.batch_size)
+  )(keys)
+  # Trajectory r = (learning rate r // K, data order r % K).
+  indices = jnp.tile(orders, (len(lr_grid), 1, 1))
+  lrs = jnp.repeat(jnp.asarray(lr_grid, jnp.float32), k_orders)
+
+  curves = np.asarray(_RUNNERS[formulation](prog, params, lrs, indices))
+  accuracy, loss_curve, distance = curves[..., 0], curves[..., 1], curves[..., 2]
+  if protocol.criterion == "accuracy":
+    hit = accuracy >= protocol.threshold
+  else:
+    hit = loss_curve <= protocol.threshold  # NaN never hits
+  censored = ~hit.any(axis=1)
+  first = np.where(censored, -1, protocol.eval_steps[np.argmax(hit, axis=1)])
+  return RelearnResult(
+      first_hit=first.astype(np.int64),
+      censored=censored,
+      learning_rate=np.asarray(lrs),
+      steps=protocol.eval_steps,
+      accuracy=accuracy,
+      loss=loss_curve,
+      distance=distance,
+  )
+
+
+def rcd_summary(
+    result: RelearnResult, reference: RelearnResult | RCDSummary | None = None
+) -> RCDSummary:
+  """Summarises a :class:`RelearnResult`, normalised by ``reference``'s mean steps.
+
+  Censored trajectories are excluded from the mean and counted in
+  ``censored_frac``. ``normalized`` is NaN when either mean is undefined or the
+  reference relearns in zero steps (the criterion then says nothing).
+  """
+  hits = result.first_hit[~result.censored].astype(np.float64)
+  mean = float(hits.mean()) if hits.size else math.nan
+  std = float(hits.std()) if hits.size else math.nan
+  if reference is None:
+    normalized = math.nan
+  else:
+    ref = reference if isinstance(reference, RCDSummary) else rcd_summary(reference)
+    ok = math.isfinite(ref.steps_mean) and ref.steps_mean > 0 and math.isfinite(mean)
+    normalized = mean / ref.steps_mean if ok else math.nan
+  return RCDSummary(mean, std, float(result.censored.mean()), normalized)
