@@ -167,7 +167,7 @@ def trajectory_batch_indices(
 
 
 def _tree_distance(a, b) -> jax.Array:
-  return optax.global_norm(jax.tree.map(lambda x, y: x - y, a, b))
+  return optax.tree.norm(jax.tree.map(lambda x, y: x - y, a, b))
 
 
 class _Program:
@@ -337,7 +337,7 @@ def relearn(
   return RelearnResult(
       first_hit=first.astype(np.int64),
       censored=censored,
-      learning_rate=np.asarray(lrs),
+      learning_rate=np.repeat(np.asarray(lr_grid), k_orders),
       steps=protocol.eval_steps,
       accuracy=accuracy,
       loss=loss_curve,

@@ -1,0 +1,160 @@
+"""RCD against an independent float64 recomputation, censoring, and formulations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ieu_jax
+
+
+def _problem(seed=0, n=48, d=6, c=3):
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(scale=1.5, size=(c, d))
+  y = rng.integers(0, c, n)
+  x = centres[y] + rng.normal(size=(n, d))
+  w0 = rng.normal(scale=0.5, size=(d, c))
+  return x, y, w0
+
+
+def _apply(w, x):
+  return x @ w
+
+
+def _softmax_ce64(w, x, y):
+  z = x @ w
+  z = z - z.max(1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+  p = np.exp(logp)
+  loss = -logp[np.arange(len(y)), y].mean()
+  p[np.arange(len(y)), y] -= 1
+  return loss, x.T @ p / len(y), (z.argmax(1) == y).mean() * 100
+
+
+def _numpy_trajectories(w0, x, y, indices, lr, steps, momentum=0.0):
+  """Plain float64 SGD (with optax's momentum form) over the given batch indices."""
+  curves = []
+  for k in range(indices.shape[0]):
+    w, v = w0.copy(), np.zeros_like(w0)
+    row = []
+    for t in range(steps + 1):
+      loss, _, acc = _softmax_ce64(w, x, y)
+      row.append((acc, loss))
+      if t == steps:
+        break
+      idx = indices[k, t]
+      _, g, _ = _softmax_ce64(w, x[idx], y[idx])
+      v = momentum * v + g
+      w = w - lr * (v if momentum else g)
+    curves.append(row)
+  return np.array(curves)
+
+
+@pytest.mark.parametrize("criterion,threshold", [("loss", 0.35), ("accuracy", 90.0)])
+def test_first_hit_matches_float64_recomputation(criterion, threshold):
+  x, y, w0 = _problem()
+  protocol = ieu_jax.RelearnProtocol(
+      learning_rates=0.3, momentum=0.5, batch_size=8, max_steps=60,
+      criterion=criterion, threshold=threshold, num_trajectories=4,
+  )
+  key = jax.random.key(3)
+  result = ieu_jax.relearn(
+      jnp.asarray(w0, jnp.float32), _apply,
+      (jnp.asarray(x, jnp.float32), jnp.asarray(y)), protocol, key,
+      reference_params=jnp.zeros_like(jnp.asarray(w0, jnp.float32)),
+      formulation="sequential",
+  )
+  # The data orders are successive permutations of the relearn set.
+  orders = np.stack([
+      np.asarray(ieu_jax.trajectory_batch_indices(jax.random.fold_in(key, k), len(y), 60, 8))
+      for k in range(4)
+  ])
+  for k in range(4):
+    epoch = orders[k].reshape(-1)[: len(y)]
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(len(y)))
+  assert len({orders[k].tobytes() for k in range(4)}) == 4  # different data orders
+
+  ref = _numpy_trajectories(w0, x, y, orders, 0.3, 60, momentum=0.5)
+  np.testing.assert_allclose(result.loss, ref[..., 1], rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(result.accuracy, ref[..., 0], atol=1e-3)
+  metric = ref[..., 1] if criterion == "loss" else ref[..., 0]
+  hit = metric <= threshold if criterion == "loss" else metric >= threshold
+  assert hit.any(axis=1).all(), "the test problem should relearn within budget"
+  want = hit.argmax(axis=1)
+  np.testing.assert_array_equal(result.first_hit, want)
+  assert not result.censored.any()
+  assert want.min() > 0  # not trivially met at step 0
+  assert len(set(want.tolist())) > 1 or criterion == "accuracy"
+  # Distance to the zero reference is the Frobenius norm at step 0.
+  np.testing.assert_allclose(result.distance[:, 0], np.linalg.norm(w0), rtol=1e-5)
+
+
+def test_censored_trajectories_are_reported_not_averaged():
+  x, y, w0 = _problem(1)
+  protocol = ieu_jax.RelearnProtocol(
+      learning_rates=(0.001, 0.5), batch_size=8, max_steps=20, criterion="loss",
+      threshold=0.45, num_trajectories=3,
+  )
+  result = ieu_jax.relearn(
+      jnp.asarray(w0, jnp.float32), _apply, (jnp.asarray(x, jnp.float32), jnp.asarray(y)),
+      protocol, jax.random.key(0), formulation="sequential",
+  )
+  np.testing.assert_array_equal(result.learning_rate, [0.001] * 3 + [0.5] * 3)
+  assert result.censored[:3].all() and not result.censored[3:].any()
+  np.testing.assert_array_equal(result.first_hit[:3], -1)
+  summary = ieu_jax.rcd_summary(result)
+  hits = result.first_hit[3:]
+  assert summary.censored_frac == pytest.approx(0.5)
+  assert summary.steps_mean == pytest.approx(hits.mean())  # not (hits + 3*20)/6
+  assert summary.steps_std == pytest.approx(hits.std())
+  # All censored: the mean is undefined, not the budget.
+  all_censored = result._replace(censored=np.ones(6, bool), first_hit=-np.ones(6, int))
+  s = ieu_jax.rcd_summary(all_censored, summary)
+  assert math.isnan(s.steps_mean) and math.isnan(s.normalized) and s.censored_frac == 1.0
+
+
+def test_normalisation_by_a_reference():
+  base = ieu_jax.RelearnResult(
+      first_hit=np.array([10, 20, -1, 30]), censored=np.array([False, False, True, False]),
+      learning_rate=np.ones(4), steps=np.arange(51), accuracy=None, loss=None, distance=None,
+  )
+  ref = base._replace(first_hit=np.array([40, 40, 40, 40]), censored=np.zeros(4, bool))
+  s = ieu_jax.rcd_summary(base, ref)
+  assert s.normalized == pytest.approx(20 / 40)
+  assert ieu_jax.rcd_summary(ref, ref).normalized == 1.0
+  zero = ref._replace(first_hit=np.zeros(4, int))
+  assert math.isnan(ieu_jax.rcd_summary(base, zero).normalized)
+
+
+def test_formulations_agree():
+  x, y, w0 = _problem(2)
+  protocol = ieu_jax.RelearnProtocol(
+      optimizer="adam", learning_rates=(0.05, 0.1), batch_size=8, max_steps=12,
+      criterion="loss", threshold=0.5, num_trajectories=2, eval_every=3,
+  )
+  args = (jnp.asarray(w0, jnp.float32), _apply,
+          (jnp.asarray(x, jnp.float32), jnp.asarray(y)), protocol, jax.random.key(1))
+  results = [ieu_jax.relearn(*args, formulation=f) for f in ieu_jax.FORMULATIONS]
+  np.testing.assert_array_equal(results[0].steps, [0, 3, 6, 9, 12])
+  for r in results[1:]:
+    np.testing.assert_allclose(r.loss, results[0].loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(r.first_hit, results[0].first_hit)
+
+
+def test_bad_input_is_named():
+  x, y, w0 = _problem()
+  w = jnp.asarray(w0, jnp.float32)
+  with pytest.raises(ValueError, match="relearn_data is empty"):
+    ieu_jax.relearn(w, _apply, (jnp.zeros((0, 6)), jnp.zeros((0,), int)),
+                    ieu_jax.RelearnProtocol(), jax.random.key(0))
+  with pytest.raises(ValueError, match="formulation='pmap'"):
+    ieu_jax.relearn(w, _apply, (jnp.asarray(x), jnp.asarray(y)),
+                    ieu_jax.RelearnProtocol(), jax.random.key(0), formulation="pmap")
+  with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+    ieu_jax.RelearnProtocol(optimizer="rmsprop")
+  with pytest.raises(ValueError, match="max_steps=10 is not a multiple of eval_every=3"):
+    ieu_jax.RelearnProtocol(max_steps=10, eval_every=3)
+  with pytest.raises(ValueError, match="learning_rates"):
+    ieu_jax.RelearnProtocol(learning_rates=(0.1, -1.0))
