@@ -30,7 +30,7 @@ Example::
 
   splits = load_dataset('digits', seed=0)
   fs = select_forget(splits.train, mode='random', fraction=0.1, seed=0)
-  len(fs.forget), len(fs.retain)   # (129, 1164)
+  len(fs.forget), len(fs.retain)   # (129, 1165)
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import gzip
 import math
 import numbers
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -282,13 +281,19 @@ def _read_fashion_mnist(data_dir: str) -> tuple[np.ndarray, ...]:
   paths = {k: _find_idx(data_dir, base) for k, base in _FASHION_MNIST_FILES.items()}
   missing = [_FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
   if missing:
-    present = "none of them" if len(missing) == 4 else "only some of them"
+    hint = (f"Install Debian's package dataset-fashion-mnist (it puts them in "
+            f"{FASHION_MNIST_DIR}) or set data_dir to a directory that holds them.")
+    if not os.path.isdir(data_dir):
+      where = f"{data_dir} (no such directory)"
+    else:
+      where = data_dir
+    if len(missing) == len(_FASHION_MNIST_FILES):
+      raise FileNotFoundError(
+          f"no Fashion-MNIST IDX files in {where} (looked for "
+          f"{', '.join(base + '[.gz]' for base in missing)}). {hint}")
     raise FileNotFoundError(
-        f"no Fashion-MNIST IDX files in {data_dir} ({present}: looked for "
-        f"{', '.join(base + '[.gz]' for base in _FASHION_MNIST_FILES.values())}; "
-        f"missing: {', '.join(missing)}). Install Debian's package "
-        f"dataset-fashion-mnist (it puts them in {FASHION_MNIST_DIR}) or set "
-        "data_dir to a directory that holds them.")
+        f"incomplete Fashion-MNIST IDX files in {where}: missing "
+        f"{', '.join(base + '[.gz]' for base in missing)}. {hint}")
   arrays = {k: read_idx(p) for k, p in paths.items()}
   for split in ("train", "test"):
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -335,8 +340,11 @@ def _fashion_mnist_source(data_dir: str | None) -> _Source:
                  _from_arrays(xtr, ytr, 255.0), _from_arrays(xte, yte, 255.0))
 
 
-def _digits_source(seed: int):
-  """Digits, with a test split carved out; returns (source, test_pool_indices)."""
+def _digits_source(seed: int) -> tuple[_Source, np.ndarray, np.ndarray]:
+  """Digits with a test split carved out: (source, train pool, test pool).
+
+  The pools are indices into the 1797 examples; the source's splits index them.
+  """
   from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
   digits = sk_datasets.load_digits()
   images, labels = digits.images, digits.target  # float64 in 0..16, int
@@ -634,7 +642,7 @@ def select_forget(
   mask = np.zeros(n, bool)
   mask[forget_idx] = True
   retain_idx = np.flatnonzero(~mask)
-  forget_clean = train.take(forget_idx)
+  forget = forget_clean = train.take(forget_idx)
 
   if mode == "mislabel":
     if train.num_classes < 2:
@@ -647,8 +655,9 @@ def select_forget(
     y[forget_idx] = (y[forget_idx] + shift) % train.num_classes
     train = Dataset(x=train.x, y=jnp.asarray(y, jnp.int32),
                     num_classes=train.num_classes)
+    forget = train.take(forget_idx)
 
   return ForgetSplit(
-      forget=train.take(forget_idx), retain=train.take(retain_idx),
+      forget=forget, retain=train.take(retain_idx),
       forget_indices=forget_idx, retain_indices=retain_idx, train=train,
       forget_clean=forget_clean, mode=mode)

@@ -111,10 +111,13 @@ def test_fashion_mnist_missing_files_say_where_and_which_package(tmp_path):
   assert "train-images-idx3-ubyte[.gz]" in message
   assert "dataset-fashion-mnist" in message
   assert "data_dir" in message
+  with pytest.raises(FileNotFoundError, match=r"no such directory"):
+    data.load_dataset("fashion_mnist", data_dir=tmp_path / "absent")
   # Only the test labels missing: the message names that file alone as missing.
   write_fake_fmnist(tmp_path)
   os.remove(tmp_path / "t10k-labels-idx1-ubyte")
-  with pytest.raises(FileNotFoundError, match=r"missing: t10k-labels-idx1-ubyte\)"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"missing t10k-labels-idx1-ubyte\[\.gz\]\. Install"):
     data.load_dataset("fashion_mnist", data_dir=tmp_path)
 
 
