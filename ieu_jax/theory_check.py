@@ -261,7 +261,8 @@ def _horizon(rho, steps, floor=1e-6):
 
 def _summary(settings):
   applicable = [s for s in settings if s["conditions_hold"]]
-  margins = [s["worst_margin"] for s in applicable]
+  margins = [s["worst_margin"] for s in applicable
+             if s["worst_margin"] is not None]
   return dict(
       settings=settings,
       n_settings=len(settings),
@@ -422,6 +423,8 @@ def _check_theorem1(problems, quick, steps):
         theta_bar = _fixed_point(prob, eta, alpha, lam, rho)
       except np.linalg.LinAlgError:
         theta_bar = None
+      if theta_bar is not None and not np.all(np.isfinite(theta_bar)):
+        theta_bar = None
     norms = np.linalg.norm(path - path[0], axis=1)
     entry["finite"] = bool(np.all(np.isfinite(path)))
     if theta_bar is not None:
@@ -441,7 +444,9 @@ def _check_theorem1(problems, quick, steps):
       entry["holds"] = _respected(margin) if cond.hold else None
       curves.append((f"{pname}: {sname}", t, dist[: h + 1], bound, cond.hold))
     else:
-      entry.update(holds=None, worst_margin=None,
+      # When the conditions hold, Theorem 1 promises a unique fixed point:
+      # failing to find one is a failure of the statement or of the code.
+      entry.update(holds=False if cond.hold else None, worst_margin=None,
                    final_norm_change=float(norms[-1]))
       curves.append((f"{pname}: {sname} (no fixed point)", np.arange(steps + 1),
                      norms, None, cond.hold))
@@ -568,7 +573,10 @@ def _check_theorem2(problems, quick, steps, num_runs):
       exact = theory.quadratic_expected_sq_distance(t, jac, start - theta_bar,
                                                     sigma)
       exact_margin = _upper_margin(exact, bound)
-      stationary = theory.quadratic_stationary_sq_distance(jac, sigma)
+      try:
+        stationary = theory.quadratic_stationary_sq_distance(jac, sigma)
+      except ValueError:  # |J| >= 1: no stationary distribution exists
+        stationary = math.inf
       entry.update(exact_worst_margin=exact_margin,
                    exact_respected=_respected(exact_margin),
                    exact_stationary=stationary,
@@ -870,13 +878,16 @@ def format_summary(result: dict[str, Any]) -> str:
     lines.append(
         f"{name}: {b['n_respected']}/{b['n_conditions_hold']} settings with"
         f" conditions holding respect the bound (worst relative margin"
-        f" {worst:.3g}); {b['n_settings'] - b['n_conditions_hold']} with"
+        f" {'n/a' if worst is None else format(worst, '.3g')});"
+        f" {b['n_settings'] - b['n_conditions_hold']} with"
         " conditions failing:")
     for s in b["settings"]:
       label = s.get("setting") or s.get("start")
       if s["conditions_hold"]:
         if not s["holds"]:
-          lines.append(f"  VIOLATED: {s['problem']} / {label}: {s}")
+          lines.append(f"  VIOLATED: {s['problem']} / {label}"
+                       f" {s.get('params', {})}: worst margin"
+                       f" {s['worst_margin']}")
       else:
         verdict = s["what_happens"]["verdict"]
         extra = s.get("params", {})
