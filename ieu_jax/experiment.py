@@ -1,0 +1,355 @@
+"""The unlearning experiment, end to end: what ``experiments.unlearn`` runs.
+
+Phases (each logged, long ones with an ETA):
+
+1. data: load the data set, split it, choose the forget set;
+2. original: train on forget + retain (or restore ``workdir/checkpoints/original``);
+3. retrain: the reference, trained from a fresh initialisation on the retain set
+   only (or restored from ``workdir/checkpoints/retrain``);
+4. methods: each configured method unlearns from the original weights;
+5. evaluation: UA, RA, TA, MIA, Avg. Gap against Retrain, RCD (``K`` relearning
+   trajectories, normalised by Retrain's), wall time;
+6. outputs: ``results.json``, ``results.md`` and ``relearning.png`` in the workdir,
+   each written to a temporary file and renamed, so an interrupted run never
+   leaves a truncated result behind.
+
+Checkpoints are keyed by a fingerprint of the configuration that produced them
+(data, forget set, model, training recipe, seed): a rerun with the same
+fingerprint reuses them, a changed configuration trains anew instead of silently
+reusing a stale model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ieu_jax import _metrics
+from ieu_jax import _rcd
+from ieu_jax import checkpoints
+from ieu_jax import data as data_lib
+from ieu_jax import methods as methods_lib
+from ieu_jax import models
+from ieu_jax.methods import retrain as retrain_lib
+
+__all__ = ["run_experiment", "method_names", "rcd_gap"]
+
+# Where each phase's randomness comes from: fold_in(key(seed), stream).
+_KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
+
+
+def method_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The methods to run, from the comma-separated ``config.methods``; Retrain first."""
+  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
+  if not names:
+    raise ValueError(f"config.methods={config.methods!r} names no method.")
+  for n in names:
+    methods_lib.get(n)  # raises with the list of known methods
+    if n != "Retrain" and n not in config.method:
+      raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.methods={config.methods!r} names a method twice.")
+  return ["Retrain"] + [n for n in names if n != "Retrain"]
+
+
+def rcd_gap(normalized: float) -> float:
+  """``100 * |ln(normalised RCD)|``: over- and under-forgetting both count."""
+  if not (isinstance(normalized, float) and math.isfinite(normalized) and normalized > 0):
+    return math.nan
+  return 100.0 * abs(math.log(normalized))
+
+
+def _fingerprint(config: ml_collections.ConfigDict, what: str) -> str:
+  parts = {
+      "data": config.data.to_dict(),
+      "forget": config.forget.to_dict(),
+      "model": config.model.to_dict(),
+      "train": config.train.to_dict(),
+      "seed": config.seed,
+      "what": what,
+  }
+  blob = json.dumps(parts, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
+  path = os.path.join(workdir, "checkpoints", f"{what}-{_fingerprint(config, what)}")
+  like = jax.eval_shape(init_fn, key)
+  if checkpoints.exists(path):
+    logging.info("phase %s: restoring %s", what, path)
+    return checkpoints.restore_params(path, like), 0.0, True
+  logging.info("phase %s: training on %d examples", what, len(data))
+  start = time.perf_counter()
+  params = retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what)
+  params = jax.block_until_ready(params)
+  elapsed = time.perf_counter() - start
+  checkpoints.save_params(path, params)
+  return params, elapsed, False
+
+
+def _evaluate(apply_fn, params, splits, fs, config) -> dict[str, float]:
+  bs = int(config.eval.batch_size)
+  forget, retain, test = fs.forget, fs.retain, splits.test
+  acc = lambda d: _metrics.accuracy(apply_fn, params, d.x, d.y, batch_size=bs)
+  conf = lambda d: _metrics.true_class_confidence(apply_fn, params, d.x, d.y, batch_size=bs)
+  row = {
+      "UA": 100.0 - acc(forget),
+      "RA": acc(retain),
+      "TA": acc(test),
+  }
+  row["MIA"] = _metrics.mia_efficacy(
+      conf(retain), conf(test), conf(forget),
+      max_per_class=int(config.eval.mia_max_per_class), seed=int(config.seed),
+  )
+  return row
+
+
+def _relearn_set(fs, config):
+  """The attacker's ``m`` forget examples (a fixed subset, drawn from the seed)."""
+  m = min(int(config.rcd.relearn_size), len(fs.forget))
+  rng = np.random.default_rng([int(config.seed), 17])
+  idx = np.sort(rng.choice(len(fs.forget), m, replace=False))
+  subset = fs.forget.take(idx)
+  return subset.x, subset.y
+
+
+def _protocol(config, threshold: float) -> _rcd.RelearnProtocol:
+  r = config.rcd
+  lrs = r.learning_rates
+  lrs = tuple(lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
+  return _rcd.RelearnProtocol(
+      optimizer=r.optimizer, learning_rates=lrs, momentum=float(r.momentum),
+      batch_size=int(r.batch_size), max_steps=int(r.max_steps),
+      criterion=r.criterion, threshold=float(threshold),
+      num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
+  )
+
+
+def _json_safe(x):
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, (np.floating, float)):
+    return float(x) if math.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def _write_atomic(path: str, data: bytes | str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  mode = "wb" if isinstance(data, bytes) else "w"
+  with open(tmp, mode) as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _fmt(v, digits=2):
+  if v is None or (isinstance(v, float) and not math.isfinite(v)):
+    return "n/a"
+  return f"{v:.{digits}f}"
+
+
+def _markdown(results) -> str:
+  lines = [
+      f"# Unlearning results: {results['config']['data']['name']},"
+      f" forget {results['scenario']}",
+      "",
+      "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
+      " Gap+RCD adds 100*|ln(normalised RCD)|. RCD: relearning steps until forget accuracy"
+      f" >= {_fmt(results['rcd_threshold'])}% (mean ± std over uncensored trajectories,"
+      " censored share), normalised by Retrain's.",
+      "",
+      "| method | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | censored | RCD norm. | time (s) | flags |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for m in results["methods"]:
+    r = m["rcd"]
+    lines.append(
+        f"| {m['name']} | {_fmt(m['UA'])} | {_fmt(m['RA'])} | {_fmt(m['TA'])} | {_fmt(m['MIA'])}"
+        f" | {_fmt(m['avg_gap'])} | {_fmt(m['avg_gap_rcd'])}"
+        f" | {_fmt(r['steps_mean'], 1)} ± {_fmt(r['steps_std'], 1)} | {_fmt(100 * r['censored_frac'], 0)}%"
+        f" | {_fmt(r['normalized'])} | {_fmt(m['runtime_s'], 1)} | {', '.join(m['flags']) or ''} |"
+    )
+  o = results["original"]
+  lines += [
+      "",
+      f"Original model: train accuracy {_fmt(o['train_accuracy'])}%, forget accuracy"
+      f" {_fmt(100 - o['UA'])}%, retain {_fmt(o['RA'])}%, test {_fmt(o['TA'])}%, MIA {_fmt(o['MIA'])}.",
+      f"Memorisation gap on the forget set (original - retrained forget accuracy):"
+      f" {_fmt(results['memorization_gap'])} points.",
+      f"Wall time: {_fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def _plot(path, curves: dict[str, _rcd.RelearnResult], threshold: float) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for name, res in curves.items():
+    mean = res.accuracy.mean(0)
+    line, = ax.plot(res.steps, mean, label=name)
+    ax.fill_between(res.steps, res.accuracy.min(0), res.accuracy.max(0),
+                    color=line.get_color(), alpha=0.2)
+  ax.axhline(threshold, color="k", ls="--", lw=0.8, label="criterion")
+  ax.set_xlabel("relearning step")
+  ax.set_ylabel("forget accuracy (%)")
+  ax.set_title("Relearning the forget set (mean; band: min-max over trajectories)")
+  ax.legend()
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the whole experiment and writes its outputs into ``workdir``.
+
+  Args:
+    config: see ``experiments/configs/fashion_mnist.py``.
+    workdir: output directory (created if needed); only process 0 writes.
+
+  Returns:
+    The results dictionary that is also written to ``workdir/results.json``.
+  """
+  wall_start = time.perf_counter()
+  names = method_names(config)
+  writer = jax.process_index() == 0
+  if writer:
+    os.makedirs(workdir, exist_ok=True)
+  root = jax.random.key(int(config.seed))
+
+  logging.info("phase data: loading %s", config.data.name)
+  splits = data_lib.load_dataset(
+      config.data.name, data_dir=config.data.get("data_dir"), val_size=config.data.val_size,
+      seed=int(config.seed), max_train=config.data.get("max_train"),
+      max_test=config.data.get("max_test"),
+  )
+  fs = data_lib.select_forget(
+      splits.train, mode=config.forget.mode, fraction=float(config.forget.fraction),
+      forget_class=config.forget.get("forget_class"), seed=int(config.seed),
+  )
+  num_classes = splits.train.num_classes
+  logging.info("data: %d train (%d forget, %d retain), %d val, %d test, %d classes",
+               len(fs.train), len(fs.forget), len(fs.retain), len(splits.val),
+               len(splits.test), num_classes)
+  model_kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in config.model.to_dict().items() if k != "name"}
+  init_fn, apply_fn = models.build_model(
+      config.model.name, num_classes, fs.train.x.shape[1:], **model_kwargs
+  )
+
+  original, t_orig, _ = _train_or_restore(
+      workdir, config, "original", init_fn, apply_fn, fs.train,
+      jax.random.fold_in(root, _KEY_ORIGINAL))
+  retrained, t_retrain, _ = _train_or_restore(
+      workdir, config, "retrain", init_fn, apply_fn, fs.retain,
+      jax.random.fold_in(root, _KEY_RETRAIN))
+
+  problem = methods_lib.Problem(
+      apply_fn=apply_fn, init_fn=init_fn, original=original, forget=fs.forget,
+      retain=fs.retain, num_classes=num_classes, train=config.train.to_dict(),
+  )
+  relearn_data = _relearn_set(fs, config)
+  bs = int(config.eval.batch_size)
+  orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data, batch_size=bs)
+  threshold = orig_relearn_acc - float(config.rcd.tolerance)
+  protocol = _protocol(config, threshold)
+  rcd_key = jax.random.fold_in(root, _KEY_RCD)
+  formulation = config.rcd.get("formulation") or None
+
+  def relearn(params):
+    return _rcd.relearn(
+        params, apply_fn, relearn_data, protocol, rcd_key,
+        reference_params=original, formulation=formulation,
+    )
+
+  original_row = _evaluate(apply_fn, original, splits, fs, config)
+  original_row["train_accuracy"] = _metrics.accuracy(apply_fn, original, fs.train.x, fs.train.y, batch_size=bs)
+  logging.info("original: %s", original_row)
+
+  rows, curves, reference = [], {}, None
+  for i, name in enumerate(names):
+    logging.info("phase methods: %s (%d/%d)", name, i + 1, len(names))
+    if name == "Retrain":
+      params, runtime = retrained, t_retrain
+    else:
+      hparams = dict(config.method[name].to_dict(), name=name)
+      start = time.perf_counter()
+      params = methods_lib.get(name)(
+          problem, hparams, jax.random.fold_in(jax.random.fold_in(root, _KEY_METHODS), i))
+      params = jax.block_until_ready(params)
+      runtime = time.perf_counter() - start
+    logging.info("phase evaluation: %s", name)
+    row = _evaluate(apply_fn, params, splits, fs, config)
+    start = time.perf_counter()
+    result = relearn(params)
+    logging.info("%s: RCD of %d trajectories in %.1fs", name, protocol.total_trajectories,
+                 time.perf_counter() - start)
+    if name == "Retrain":
+      reference = result
+    summary = _rcd.rcd_summary(result, reference)
+    curves[name] = result
+    row.update(name=name, runtime_s=runtime, rcd=summary._asdict())
+    rows.append(row)
+
+  retrain_row = rows[0]
+  for row in rows:
+    row["avg_gap"] = _metrics.avg_gap(row, retrain_row)
+    gap_rcd = rcd_gap(row["rcd"]["normalized"])
+    row["avg_gap_rcd"] = (row["avg_gap"] * 4 + gap_rcd) / 5 if math.isfinite(gap_rcd) else math.nan
+    flags = []
+    if row["RA"] < retrain_row["RA"] - float(config.eval.collapse_margin):
+      flags.append("retain accuracy far below Retrain's")
+    if row["rcd"]["censored_frac"] > 0:
+      flags.append("censored relearning")
+    row["flags"] = flags
+    logging.info("%s: %s", row["name"], {k: row[k] for k in ("UA", "RA", "TA", "MIA", "avg_gap")})
+
+  results = {
+      "config": config.to_dict(),
+      "scenario": (f"class {config.forget.forget_class}" if config.forget.mode == "class"
+                   else f"{config.forget.mode} {100 * float(config.forget.fraction):.0f}%"),
+      "sizes": {"train": len(fs.train), "forget": len(fs.forget), "retain": len(fs.retain),
+                "val": len(splits.val), "test": len(splits.test),
+                "relearn": int(relearn_data[0].shape[0])},
+      "original": original_row,
+      "memorization_gap": (100.0 - original_row["UA"]) - (100.0 - retrain_row["UA"]),
+      "training_time_s": {"original": t_orig, "retrain": t_retrain},
+      "rcd_threshold": threshold,
+      "rcd_protocol": {"optimizer": protocol.optimizer, "learning_rates": list(protocol.lr_grid),
+                       "batch_size": protocol.batch_size, "max_steps": protocol.max_steps,
+                       "num_trajectories": protocol.num_trajectories,
+                       "criterion": protocol.criterion, "threshold": threshold,
+                       "formulation": formulation or _rcd.default_formulation()},
+      "methods": [
+          {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
+                               "rcd", "runtime_s", "flags")}
+          for row in rows
+      ],
+      "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
+  }
+  results["wall_time_s"] = time.perf_counter() - wall_start
+  results = _json_safe(results)
+  if writer:
+    _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    _write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
+    _plot(os.path.join(workdir, "relearning.png"), curves, threshold)
+    logging.info("wrote results.json, results.md, relearning.png to %s", workdir)
+  return results

@@ -1,0 +1,29 @@
+"""Unlearning methods behind one interface, and the registry that names them.
+
+Adding a method: write a module with ``unlearn(problem, hparams, key) -> params``
+and add one line below. The ablations of IEU are the IEU module with other
+hyperparameters (see the configs).
+"""
+
+from ieu_jax.methods import ft
+from ieu_jax.methods import ieu
+from ieu_jax.methods import retrain
+from ieu_jax.methods.base import Method
+from ieu_jax.methods.base import Problem
+
+REGISTRY: dict[str, Method] = {
+    "Retrain": retrain.unlearn,
+    "FT": ft.unlearn,
+    "GA": ieu.unlearn,
+    "IEU": ieu.unlearn,
+}
+
+
+def get(name: str) -> Method:
+  """The method called ``name``; a clear error names the known ones."""
+  if name not in REGISTRY:
+    raise ValueError(f"unknown method {name!r}: known methods are {sorted(REGISTRY)}.")
+  return REGISTRY[name]
+
+
+__all__ = ["REGISTRY", "Method", "Problem", "get"]

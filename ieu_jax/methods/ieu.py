@@ -1,0 +1,53 @@
+"""IEU and its ablations: ascent on the forget set, weight decay, weight noise.
+
+Each step takes a batch of the forget set (in shuffled epochs) and, when
+``retain_scale > 0``, a batch of the retain set drawn with the step's key, and
+applies :func:`ieu_jax.ieu_transform`. The paper's ablations are settings:
+
+* GA: ``weight_decay = noise_std = 0`` (and here, no retain term);
+* Noisy: ``ascent_scale = 0`` with noise and a retain term;
+* GA+Noisy: no decay; GA+Decay: no noise; IEU: all three.
+"""
+
+import jax
+import optax
+
+from ieu_jax import _transforms
+from ieu_jax import training
+from ieu_jax._steps import softmax_cross_entropy
+from ieu_jax.methods import base
+
+
+def unlearn(problem: base.Problem, hparams, key):
+  retain_scale = float(base.hp(hparams, "retain_scale", 0.0))
+  batch_size = int(base.hp(hparams, "batch_size", 128))
+  noise_key, data_key = jax.random.split(key)
+  tx = _transforms.ieu_transform(
+      float(base.hp(hparams, "learning_rate")),
+      ascent_scale=float(base.hp(hparams, "ascent_scale", 1.0)),
+      retain_scale=retain_scale,
+      weight_decay=float(base.hp(hparams, "weight_decay", 0.0)),
+      noise_std=float(base.hp(hparams, "noise_std", 0.0)),
+      key=noise_key,
+  )
+  apply_fn = problem.apply_fn
+
+  def loss_of(params, batch):
+    return softmax_cross_entropy(apply_fn(params, batch[0]), batch[1])
+
+  def loss_and_update(params, opt_state, forget_batch, step_key, retain_x, retain_y):
+    forget_loss, forget_grads = jax.value_and_grad(loss_of)(params, forget_batch)
+    extra = {}
+    if retain_scale:
+      retain_batch = training.sample_batch(step_key, (retain_x, retain_y), batch_size)
+      extra["retain_grads"] = jax.grad(loss_of)(params, retain_batch)
+    updates, opt_state = tx.update(forget_grads, opt_state, params, **extra)
+    return optax.apply_updates(params, updates), opt_state, forget_loss
+
+  step = training.make_indexed_step(loss_and_update)
+  params, _ = training.fit(
+      problem.original, tx.init(problem.original), step, (problem.forget.x, problem.forget.y),
+      epochs=int(base.hp(hparams, "epochs")), batch_size=batch_size, key=data_key,
+      name=str(hparams.get("name", "IEU")), aux=(problem.retain.x, problem.retain.y),
+  )
+  return params
