@@ -1,0 +1,129 @@
+"""RL: Random Labels, descent on the forget set relabelled at random, then the retain set.
+
+One epoch is a pass over the forget set, in which every batch gets fresh labels
+drawn uniformly at random (:func:`random_labels`, keyed by the step's key, so
+labels differ between batches and between epochs), followed by a pass over the
+retain set with its true labels; both are cross-entropy descent with one shared
+optimizer (the baselines' SGD, :func:`ieu_jax.methods.base.sgd`). This follows
+the per-batch relabelling of the public SalUn reference code; its cost is about
+FT's.
+
+The random labels are uniform over *all* classes, the true one included, as in
+that reference (so a forget example keeps its label with probability
+``1 / num_classes``); ``exclude_true=True`` draws from the other classes only.
+
+Hyperparameters: ``epochs``, ``learning_rate``, and optionally ``batch_size``
+(128), ``momentum`` (0.9), ``weight_decay`` (5e-4), ``exclude_true`` (False).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ieu_jax import training
+from ieu_jax._steps import ApplyFn, softmax_cross_entropy
+from ieu_jax.methods import base
+
+__all__ = ["random_labels", "relabel_descent", "run", "unlearn"]
+
+
+def random_labels(
+    key: jax.Array, labels: jax.Array, num_classes: int, exclude_true: bool = False
+) -> jax.Array:
+  """Labels drawn independently and uniformly at random, one per example.
+
+  Args:
+    key: PRNG key; a new key gives new labels.
+    labels: the true integer labels, shape ``(n,)``.
+    num_classes: number of classes.
+    exclude_true: if False (the default, as in the SalUn reference code), each
+      label is uniform over all ``num_classes`` classes, the true class
+      included; if True, uniform over the ``num_classes - 1`` other classes.
+
+  Returns:
+    Integer labels of the shape and dtype of ``labels``.
+  """
+  if not exclude_true:
+    return jax.random.randint(key, labels.shape, 0, num_classes, dtype=labels.dtype)
+  if num_classes < 2:
+    raise ValueError("exclude_true=True needs at least two classes.")
+  other = jax.random.randint(key, labels.shape, 0, num_classes - 1, dtype=labels.dtype)
+  return other + (other >= labels).astype(labels.dtype)  # skip the true class
+
+
+def relabel_descent(
+    apply_fn: ApplyFn,
+    tx: optax.GradientTransformation,
+    num_classes: int,
+    exclude_true: bool = False,
+):
+  """``loss_and_update`` of one forget step: fresh random labels, then descent.
+
+  The labels come from the step's key (see :func:`random_labels`); the returned
+  loss is the cross-entropy under those labels.
+  """
+
+  def fn(params, opt_state, batch, key):
+    inputs, labels = batch
+    new_labels = random_labels(key, labels, num_classes, exclude_true)
+    loss = lambda p: softmax_cross_entropy(apply_fn(p, inputs), new_labels)
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  return fn
+
+
+def run(
+    problem: base.Problem,
+    hparams,
+    key: jax.Array,
+    tx: optax.GradientTransformation | None = None,
+    name: str = "RL",
+) -> Any:
+  """RL's epochs (forget pass with random labels, then retain pass) with ``tx``.
+
+  Args:
+    problem: the unlearning problem.
+    hparams: see the module docstring.
+    key: PRNG key for data order and random labels.
+    tx: the optimizer; default :func:`ieu_jax.methods.base.sgd` of ``hparams``
+      (SalUn passes a masked one).
+    name: the phase name in logs and errors.
+
+  Returns:
+    The unlearned params.
+  """
+  tx = base.sgd(hparams) if tx is None else tx
+  epochs = int(base.hp(hparams, "epochs"))
+  batch_size = int(base.hp(hparams, "batch_size", 128))
+  exclude_true = bool(base.hp(hparams, "exclude_true", False))
+  forget_step = training.make_indexed_step(
+      relabel_descent(problem.apply_fn, tx, problem.num_classes, exclude_true)
+  )
+  retain_step = training.make_indexed_step(training.descent(problem.apply_fn, tx))
+  forget_key, retain_key = jax.random.split(key)
+  params, opt_state = problem.original, tx.init(problem.original)
+  forget = (problem.forget.x, problem.forget.y)
+  retain = (problem.retain.x, problem.retain.y)
+  for epoch in range(epochs):
+    params, opt_state = training.fit(
+        params, opt_state, forget_step, forget, epochs=1, batch_size=batch_size,
+        key=jax.random.fold_in(forget_key, epoch),
+        name=f"{name} forget pass, epoch {epoch + 1}/{epochs}",
+    )
+    params, opt_state = training.fit(
+        params, opt_state, retain_step, retain, epochs=1, batch_size=batch_size,
+        key=jax.random.fold_in(retain_key, epoch),
+        name=f"{name} retain pass, epoch {epoch + 1}/{epochs}",
+    )
+  return params
+
+
+def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+  """RL with the baselines' SGD; see the module docstring."""
+  return run(problem, hparams, key, name=str(hparams.get("name", "RL")))
