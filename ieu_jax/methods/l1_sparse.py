@@ -1,0 +1,80 @@
+"""l1-sparse: fine-tune on the retain set with a decaying l1 penalty on the weights.
+
+The loss of epoch ``e`` (``e = 0, ..., E - 1`` of ``E = epochs``) is::
+
+    CE(theta; B_r) + a_e * ||theta||_1,    a_e = alpha * (1 - e / E),
+
+over every parameter, biases included, as in the public SalUn reference code:
+``a_e`` decays linearly from ``alpha`` in the first epoch to ``alpha / E`` in
+the last (it would reach 0 at ``e = E``, after the end), constant within an
+epoch. The penalty's gradient is ``a_e * sign(theta)``, with ``sign(0) = 0``
+(the subgradient the reference's autograd uses; JAX's own derivative of ``abs``
+at 0 is 1, which would push weights initialised at 0, such as biases, away from
+0). The optimizer is the baselines' SGD (:func:`ieu_jax.methods.base.sgd`),
+whose own weight decay is separate from the penalty.
+
+Hyperparameters: ``epochs``, ``learning_rate``, ``alpha``, and optionally
+``batch_size`` (128), ``momentum`` (0.9), ``weight_decay`` (5e-4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ieu_jax import training
+from ieu_jax._steps import ApplyFn, softmax_cross_entropy
+from ieu_jax.methods import base
+
+__all__ = ["l1_coefficient", "l1_norm", "loss", "unlearn"]
+
+
+def l1_coefficient(epoch: int, epochs: int, alpha: float) -> float:
+  """``a_e = alpha * (1 - epoch / epochs)``: the penalty's weight in ``epoch`` (0-based)."""
+  if epochs < 1:
+    raise ValueError(f"epochs must be at least 1, got {epochs}.")
+  return float(alpha) * (1.0 - epoch / epochs)
+
+
+def l1_norm(params: Any) -> jax.Array:
+  """``sum |theta|`` over all leaves, with gradient ``sign(theta)`` (0 at 0)."""
+  leaves = jax.tree.leaves(params)
+  # theta * sign(theta) is |theta| exactly; stopping the gradient through sign
+  # makes the derivative sign(theta).
+  return sum(jnp.sum(p * jax.lax.stop_gradient(jnp.sign(p))) for p in leaves)
+
+
+def loss(apply_fn: ApplyFn, params: Any, batch, coefficient) -> jax.Array:
+  """Cross-entropy on ``batch`` plus ``coefficient * ||params||_1``."""
+  inputs, labels = batch
+  return softmax_cross_entropy(apply_fn(params, inputs), labels) + coefficient * l1_norm(params)
+
+
+def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+  """l1-sparse; see the module docstring."""
+  tx = base.sgd(hparams)
+  epochs = int(base.hp(hparams, "epochs"))
+  alpha = float(base.hp(hparams, "alpha"))
+  batch_size = int(base.hp(hparams, "batch_size", 128))
+  name = str(hparams.get("name", "l1-sparse"))
+  apply_fn = problem.apply_fn
+
+  def loss_and_update(params, opt_state, batch, key, coefficient):
+    del key
+    value, grads = jax.value_and_grad(lambda p: loss(apply_fn, p, batch, coefficient))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  step = training.make_indexed_step(loss_and_update)
+  params, opt_state = problem.original, tx.init(problem.original)
+  for epoch in range(epochs):
+    coefficient = jnp.asarray(l1_coefficient(epoch, epochs, alpha), jnp.float32)
+    params, opt_state = training.fit(
+        params, opt_state, step, (problem.retain.x, problem.retain.y), epochs=1,
+        batch_size=batch_size, key=jax.random.fold_in(key, epoch),
+        name=f"{name} epoch {epoch + 1}/{epochs}", aux=(coefficient,),
+    )
+  return params
