@@ -51,6 +51,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method.GA = dict(epochs=5, learning_rate=1e-3, ascent_scale=1.0, batch_size=128)
   c.method.IEU = dict(epochs=5, learning_rate=1e-3, ascent_scale=1.0, retain_scale=1.0,
                       weight_decay=1e-2, noise_std=1e-3, batch_size=128)
+  # IEU's ablations (GA above: ascent only). Names with '+' are set by item.
+  c.method.Noisy = dict(epochs=5, learning_rate=1e-3, ascent_scale=0.0, retain_scale=1.0,
+                        weight_decay=0.0, noise_std=1e-3, batch_size=128)
+  c.method["GA+Noisy"] = dict(epochs=5, learning_rate=1e-3, ascent_scale=1.0, retain_scale=1.0,
+                              weight_decay=0.0, noise_std=1e-3, batch_size=128)
+  c.method["GA+Decay"] = dict(epochs=5, learning_rate=1e-3, ascent_scale=1.0, retain_scale=1.0,
+                              weight_decay=1e-2, noise_std=0.0, batch_size=128)
+  # Baselines, with the reference code's SGD (momentum 0.9, weight decay 5e-4).
+  c.method.RL = dict(epochs=5, learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
+                     batch_size=128, exclude_true=False)
+  c.method["l1-sparse"] = dict(epochs=5, learning_rate=0.01, alpha=5e-5, momentum=0.9,
+                               weight_decay=5e-4, batch_size=128)
+  c.method.SalUn = dict(epochs=5, learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
+                        batch_size=128, mask_fraction=0.5, mask_applies_to="updates")
+  c.method.SCRUB = dict(epochs=5, msteps=3, learning_rate=5e-4, temperature=4.0, gamma=0.99,
+                        alpha=0.001, momentum=0.9, weight_decay=5e-4, batch_size=128)
 
   # The relearning attack behind RCD.
   c.rcd = ml_collections.ConfigDict()
@@ -78,6 +94,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.method.FT.epochs = 2
     c.method.GA.epochs = 3
     c.method.IEU.epochs = 3
+    for name in ("Noisy", "GA+Noisy", "GA+Decay"):
+      c.method[name].epochs = 3
+    for name in ("RL", "l1-sparse", "SalUn"):
+      c.method[name].epochs = 2
+    c.method.SCRUB.epochs = 2
+    c.method.SCRUB.msteps = 1
     c.rcd.max_steps = 40
     c.rcd.num_trajectories = 4
     c.rcd.relearn_size = 64
