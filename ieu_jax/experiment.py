@@ -40,6 +40,7 @@ from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
 from ieu_jax import methods as methods_lib
 from ieu_jax import models
+from ieu_jax import training
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = ["run_experiment", "method_names", "rcd_gap"]
@@ -62,11 +63,16 @@ def method_names(config: ml_collections.ConfigDict) -> list[str]:
   return ["Retrain"] + [n for n in names if n != "Retrain"]
 
 
-def rcd_gap(normalized: float) -> float:
-  """``100 * |ln(normalised RCD)|``: over- and under-forgetting both count."""
-  if not (isinstance(normalized, float) and math.isfinite(normalized) and normalized > 0):
+def rcd_gap(steps: float, reference_steps: float) -> float:
+  """``100 * |ln((T + 1) / (T_ref + 1))|``: over- and under-forgetting both count.
+
+  The ``+ 1`` keeps a model that relearns in 0 steps finite (it is the worst
+  under-forgetting, not an undefined one). NaN when either mean is undefined
+  (all trajectories censored).
+  """
+  if not (math.isfinite(steps) and math.isfinite(reference_steps)):
     return math.nan
-  return 100.0 * abs(math.log(normalized))
+  return 100.0 * abs(math.log((steps + 1.0) / (reference_steps + 1.0)))
 
 
 def _fingerprint(config: ml_collections.ConfigDict, what: str) -> str:
@@ -167,7 +173,7 @@ def _markdown(results) -> str:
       f" forget {results['scenario']}",
       "",
       "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
-      " Gap+RCD adds 100*|ln(normalised RCD)|. RCD: relearning steps until forget accuracy"
+      " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps until forget accuracy"
       f" >= {_fmt(results['rcd_threshold'])}% (mean ± std over uncensored trajectories,"
       " censored share), normalised by Retrain's.",
       "",
@@ -182,6 +188,8 @@ def _markdown(results) -> str:
         f" | {_fmt(r['steps_mean'], 1)} ± {_fmt(r['steps_std'], 1)} | {_fmt(100 * r['censored_frac'], 0)}%"
         f" | {_fmt(r['normalized'])} | {_fmt(m['runtime_s'], 1)} | {', '.join(m['flags']) or ''} |"
     )
+  for f in results["failed"]:
+    lines.append(f"| {f['name']} | failed: {f['error']} |")
   o = results["original"]
   lines += [
       "",
@@ -284,7 +292,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   original_row["train_accuracy"] = _metrics.accuracy(apply_fn, original, fs.train.x, fs.train.y, batch_size=bs)
   logging.info("original: %s", original_row)
 
-  rows, curves, reference = [], {}, None
+  rows, curves, reference, failed = [], {}, None, []
   for i, name in enumerate(names):
     logging.info("phase methods: %s (%d/%d)", name, i + 1, len(names))
     if name == "Retrain":
@@ -292,8 +300,14 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     else:
       hparams = dict(config.method[name].to_dict(), name=name)
       start = time.perf_counter()
-      params = methods_lib.get(name)(
-          problem, hparams, jax.random.fold_in(jax.random.fold_in(root, _KEY_METHODS), i))
+      try:
+        params = methods_lib.get(name)(
+            problem, hparams, jax.random.fold_in(jax.random.fold_in(root, _KEY_METHODS), i))
+      except training.NonFiniteError as e:
+        # One diverging method must not cost the others' results: report it.
+        logging.error("%s failed: %s", name, e)
+        failed.append({"name": name, "error": str(e)})
+        continue
       params = jax.block_until_ready(params)
       runtime = time.perf_counter() - start
     logging.info("phase evaluation: %s", name)
@@ -312,7 +326,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   retrain_row = rows[0]
   for row in rows:
     row["avg_gap"] = _metrics.avg_gap(row, retrain_row)
-    gap_rcd = rcd_gap(row["rcd"]["normalized"])
+    gap_rcd = rcd_gap(row["rcd"]["steps_mean"], retrain_row["rcd"]["steps_mean"])
     row["avg_gap_rcd"] = (row["avg_gap"] * 4 + gap_rcd) / 5 if math.isfinite(gap_rcd) else math.nan
     flags = []
     if row["RA"] < retrain_row["RA"] - float(config.eval.collapse_margin):
@@ -343,6 +357,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                                "rcd", "runtime_s", "flags")}
           for row in rows
       ],
+      "failed": failed,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
   }
   results["wall_time_s"] = time.perf_counter() - wall_start

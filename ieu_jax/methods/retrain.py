@@ -9,7 +9,8 @@ from ieu_jax.methods import base
 def train_model(init_fn, apply_fn, data, train_hparams, key, name):
   """Trains a fresh model on ``data`` with the original model's recipe."""
   init_key, data_key = jax.random.split(key)
-  tx = make_train_optimizer(train_hparams)
+  steps_per_epoch = -(-len(data) // int(train_hparams["batch_size"]))
+  tx = make_train_optimizer(train_hparams, steps_per_epoch * int(train_hparams["epochs"]))
   params = init_fn(init_key)
   step = training.make_indexed_step(training.descent(apply_fn, tx))
   params, _ = training.fit(
@@ -20,10 +21,13 @@ def train_model(init_fn, apply_fn, data, train_hparams, key, name):
   return params
 
 
-def make_train_optimizer(train_hparams):
+def make_train_optimizer(train_hparams, total_steps: int):
+  """Adam(W) or SGD with momentum; ``schedule='cosine'`` decays the rate to 0."""
   import optax  # pylint: disable=g-import-not-at-top
 
   lr, wd = float(train_hparams["learning_rate"]), float(train_hparams.get("weight_decay", 0.0))
+  if train_hparams.get("schedule", "constant") == "cosine":
+    lr = optax.cosine_decay_schedule(lr, max(total_steps, 1))
   if train_hparams.get("optimizer", "adam") == "adam":
     return optax.adamw(lr, weight_decay=wd)
   return base.sgd({"learning_rate": lr, "weight_decay": wd, "momentum": 0.9})

@@ -1,0 +1,94 @@
+"""End to end: the experiment binary's library function on the small config."""
+
+import json
+import math
+import os
+
+import pytest
+
+from experiments.configs import fashion_mnist
+from ieu_jax import data as data_lib
+from ieu_jax import experiment
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(os.path.join(data_lib.FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("fmnist_small"))
+  config = fashion_mnist.get_config("small")
+  results = experiment.run_experiment(config, workdir)
+  return config, workdir, results
+
+
+def test_outputs_and_schema(run):
+  _, workdir, results = run
+  for name in ("results.json", "results.md", "relearning.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  on_disk = json.load(open(os.path.join(workdir, "results.json")))
+  assert on_disk == results
+  assert on_disk["config"]["methods"] == "Retrain,FT,GA,IEU"
+  names = [m["name"] for m in on_disk["methods"]]
+  assert names == ["Retrain", "FT", "GA", "IEU"]
+  for m in on_disk["methods"]:
+    for key in ("UA", "RA", "TA", "MIA", "avg_gap"):
+      assert 0.0 <= m[key] <= 100.0, (m["name"], key, m[key])
+    rcd = m["rcd"]
+    assert set(rcd) >= {"steps_mean", "steps_std", "censored_frac", "normalized"}
+    assert 0.0 <= rcd["censored_frac"] <= 1.0
+    if rcd["censored_frac"] < 1.0:
+      assert 0 <= rcd["steps_mean"] <= on_disk["rcd_protocol"]["max_steps"]
+    assert m["runtime_s"] >= 0.0
+  md = open(os.path.join(workdir, "results.md")).read()
+  for name in names:
+    assert f"| {name} |" in md
+  with open(os.path.join(workdir, "relearning.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_retrain_is_the_reference_and_the_original_memorised(run):
+  _, _, results = run
+  retrain = results["methods"][0]
+  assert retrain["avg_gap"] == 0.0
+  assert retrain["rcd"]["normalized"] == 1.0
+  original = results["original"]
+  # The original model memorised its training set, so forgetting is measurable.
+  assert original["train_accuracy"] >= 97.0
+  assert results["memorization_gap"] >= 5.0
+
+
+def test_ieu_and_ga_lower_forget_accuracy(run):
+  _, _, results = run
+  original_forget_acc = 100.0 - results["original"]["UA"]
+  by_name = {m["name"]: m for m in results["methods"]}
+  for name in ("GA", "IEU"):
+    forget_acc = 100.0 - by_name[name]["UA"]
+    assert forget_acc < original_forget_acc - 2.0, (name, forget_acc, original_forget_acc)
+
+
+def test_rerun_reuses_checkpoints(run, tmp_path):
+  config, workdir, results = run
+  config = fashion_mnist.get_config("small")
+  config.methods = "Retrain"
+  again = experiment.run_experiment(config, workdir)
+  assert again["training_time_s"] == {"original": 0.0, "retrain": 0.0}  # restored
+  assert again["original"] == results["original"]
+  assert again["methods"][0]["RA"] == results["methods"][0]["RA"]
+
+
+def test_unknown_method_is_named():
+  config = fashion_mnist.get_config("small")
+  config.methods = "Retrain,Magic"
+  with pytest.raises(ValueError, match="'Magic'"):
+    experiment.method_names(config)
+
+
+def test_rcd_gap():
+  assert experiment.rcd_gap(9.0, 9.0) == 0.0
+  # Symmetric in over- and under-forgetting: 2x and 0.5x (in T + 1) cost the same.
+  assert experiment.rcd_gap(19.0, 9.0) == pytest.approx(experiment.rcd_gap(4.0, 9.0))
+  assert experiment.rcd_gap(0.0, 9.0) == pytest.approx(100 * math.log(10))
+  assert math.isnan(experiment.rcd_gap(float("nan"), 9.0))
