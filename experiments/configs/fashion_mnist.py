@@ -40,7 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The original model's recipe; Retrain uses the same on the retain set.
   c.train = ml_collections.ConfigDict()
   c.train.optimizer = "adam"
-  c.train.learning_rate = 1e-3
+  c.train.learning_rate = 2e-3
+  c.train.schedule = "cosine"  # 'constant' | 'cosine' (decays to 0 over the epochs)
   c.train.weight_decay = 0.0
   c.train.epochs = 30
   c.train.batch_size = 128
@@ -88,12 +89,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.collapse_margin = 20.0  # flag a method whose RA is this far below Retrain's
 
   if arg == "small":
-    c.data.max_train = 2_200  # 2,000 train + 200 validation
+    c.data.max_train = 1_100  # 1,000 train + 100 validation
     c.data.max_test = 1_000
-    c.train.epochs = 15
+    c.train.epochs = 25
+    c.train.batch_size = 64
     c.method.FT.epochs = 2
-    c.method.GA.epochs = 3
-    c.method.IEU.epochs = 3
+    c.method.GA.update(epochs=5, learning_rate=3e-3, batch_size=32)
+    c.method.IEU.update(epochs=5, learning_rate=1e-2, batch_size=32)
     for name in ("Noisy", "GA+Noisy", "GA+Decay"):
       c.method[name].epochs = 3
     for name in ("RL", "l1-sparse", "SalUn"):
