@@ -18,6 +18,7 @@ from ieu_jax._rcd import relearn
 from ieu_jax._rcd import RelearnProtocol
 from ieu_jax._rcd import RelearnResult
 from ieu_jax._rcd import trajectory_batch_indices
+from ieu_jax._rcd import trajectory_mesh
 from ieu_jax._steps import make_train_step
 from ieu_jax._steps import make_unlearn_step
 from ieu_jax._steps import softmax_cross_entropy
@@ -55,6 +56,7 @@ __all__ = [
     "relearn",
     "softmax_cross_entropy",
     "trajectory_batch_indices",
+    "trajectory_mesh",
     "tree_is_finite",
     "true_class_confidence",
 ]

@@ -15,10 +15,26 @@ fastest layout depends on the backend:
 * ``"vmap_scan"``: one jitted program, ``vmap`` over trajectories of a ``lax.scan``
   over steps (no host round trip at all; the fast way on GPU/TPU);
 * ``"vmap_loop"``: a Python loop over steps of one jitted, vmapped step;
+* ``"map_scan"``: one jitted program, ``lax.map`` over trajectories of the same
+  ``lax.scan`` over steps: trajectories run one after another inside the program
+  (the fast way on XLA:CPU, see ``docs/performance.md``);
 * ``"sequential"``: a Python loop over trajectories and steps of one jitted
-  single-copy step (measured fastest for small conv nets on XLA:CPU).
+  single-copy step.
 
-All three compute the same numbers from the same keys (to float rounding).
+All compute the same numbers from the same keys (to float rounding).
+
+The one-program formulations (``"vmap_scan"``, ``"map_scan"``) are sharded along
+the trajectory axis of a one-dimensional device mesh (by default all devices, of
+all processes under ``jax.distributed``): the trajectory state is created already
+sharded (``jax.eval_shape``, then ``jax.jit`` with ``out_shardings``), and each
+device runs its share of the trajectories inside ``jax.shard_map`` with no
+communication until the (small) curves are gathered at the end. When the number
+of trajectories is not a multiple of the number of devices, the trajectory axis
+is padded with copies of the last trajectory, whose results are dropped.
+
+On CPU, plain convolutions in ``apply_fn`` are rewritten by
+:func:`ieu_jax._canonical_conv.canonicalize_convs` (same values; their gradients
+in XLA:CPU's fast layout, which XLA does not find inside loops by itself).
 
 Step ``0`` is the model before any relearning: a model that already meets the
 criterion has ``T = 0``.
@@ -35,6 +51,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ieu_jax._canonical_conv import canonicalize_convs
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 
 __all__ = [
@@ -42,13 +61,18 @@ __all__ = [
     "RelearnProtocol",
     "RelearnResult",
     "RCDSummary",
+    "SHARDED_FORMULATIONS",
+    "TRAJECTORY_AXIS",
     "relearn",
     "default_formulation",
+    "trajectory_mesh",
     "rcd_summary",
     "trajectory_batch_indices",
 ]
 
-FORMULATIONS = ("vmap_scan", "vmap_loop", "sequential")
+FORMULATIONS = ("vmap_scan", "vmap_loop", "sequential", "map_scan")
+SHARDED_FORMULATIONS = ("vmap_scan", "map_scan")
+TRAJECTORY_AXIS = "trajectory"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,16 +238,68 @@ class _Program:
 
   def trajectory(self, params, lr, indices):
     """One whole trajectory as a scan over evaluation blocks."""
-    carry = self.init(params, lr)
+    return self.trajectory_from(self.init(params, lr), params, lr, indices)
+
+  def trajectory_from(self, carry, params, lr, indices):
+    """A trajectory from an initialised ``(params, opt_state)`` carry."""
     first = self.evaluate(params)
     blocks = indices.reshape(-1, self.protocol.eval_every, indices.shape[-1])
     _, curves = jax.lax.scan(lambda c, b: self.block(c, lr, b), carry, blocks)
     return jnp.concatenate([first[None], curves])
 
 
-def _run_vmap_scan(prog: _Program, params, lrs, indices):
-  fn = jax.jit(jax.vmap(prog.trajectory, in_axes=(None, 0, 0)))
-  return fn(params, lrs, indices)
+def trajectory_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A one-dimensional mesh over ``devices`` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (TRAJECTORY_AXIS,))
+
+
+def _global(x, sharding: NamedSharding) -> jax.Array:
+  """A global array from a value every process holds in full (works across hosts)."""
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+
+def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str):
+  """Shards the trajectory axis over ``mesh``; ``local`` is how a device runs its share."""
+  n, k = mesh.size, lrs.shape[0]
+  padded = -(-k // n) * n
+  if padded != k:  # pad with copies of the last trajectory; dropped below
+    lrs = jnp.concatenate([lrs, jnp.repeat(lrs[-1:], padded - k)])
+    indices = jnp.concatenate([indices, jnp.repeat(indices[-1:], padded - k, axis=0)])
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P(TRAJECTORY_AXIS))
+  rep = lambda tree: jax.tree.map(lambda a: _global(a, replicated), tree)
+  params = rep(params)
+  data = rep((prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference))
+  lrs, indices = _global(lrs, sharded), _global(indices, sharded)
+
+  def program(data):
+    return _Program(prog.apply_fn, prog.protocol, prog.loss, data[:2], data[2:4], data[4])
+
+  # The trajectory state, created already sharded along the trajectory axis.
+  init = jax.vmap(lambda p, lr: program(data).init(p, lr), in_axes=(None, 0))
+  state_shape = jax.eval_shape(init, params, lrs)
+  carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: sharded, state_shape))(
+      params, lrs
+  )
+
+  def run_local(carry, params, data, lrs, indices):
+    pr = program(data)
+    if local == "vmap_scan":
+      return jax.vmap(pr.trajectory_from, in_axes=(0, None, 0, 0))(carry, params, lrs, indices)
+    return jax.lax.map(lambda a: pr.trajectory_from(a[0], params, *a[1:]),
+                       (carry, lrs, indices))
+
+  spec = P(TRAJECTORY_AXIS)
+  run = jax.jit(
+      jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), P(), spec, spec),
+                    out_specs=spec, check_vma=False)
+  )
+  curves = run(carry, params, data, lrs, indices)
+  # Every process gets every trajectory's curves (small): gather, then drop the padding.
+  curves = jax.jit(lambda c: c, out_shardings=replicated)(curves)
+  return np.asarray(curves.addressable_data(0))[:k]
 
 
 def _run_vmap_loop(prog: _Program, params, lrs, indices):
@@ -257,15 +333,21 @@ def _run_sequential(prog: _Program, params, lrs, indices):
 
 
 _RUNNERS = {
-    "vmap_scan": _run_vmap_scan,
     "vmap_loop": _run_vmap_loop,
     "sequential": _run_sequential,
 }
 
 
-def default_formulation() -> str:
-  """``"sequential"`` on CPU (measured fastest there for conv nets), else ``"vmap_scan"``."""
-  return "sequential" if jax.default_backend() == "cpu" else "vmap_scan"
+def default_formulation(backend: str | None = None) -> str:
+  """``"map_scan"`` on CPU, ``"vmap_scan"`` elsewhere (GPU, TPU).
+
+  Measured in ``docs/performance.md``: on XLA:CPU, running the trajectories one
+  after another inside one program beats both vmapping them (vmap turns each
+  convolution into a grouped one, slower per copy on CPU) and a Python loop of
+  jitted steps (a host round trip per step). On accelerators, vmap fills the chip.
+  """
+  backend = backend or jax.default_backend()
+  return "map_scan" if backend == "cpu" else "vmap_scan"
 
 
 def relearn(
@@ -279,6 +361,8 @@ def relearn(
     reference_params: Any = None,
     loss=softmax_cross_entropy,
     formulation: str | None = None,
+    mesh: Mesh | None = None,
+    canonical_convs: bool | None = None,
 ) -> RelearnResult:
   """Runs ``protocol.total_trajectories`` relearning trajectories from ``params``.
 
@@ -295,14 +379,40 @@ def relearn(
     reference_params: params to measure the weight distance to (e.g. the
       original model); the distance curve is NaN without it.
     loss: ``loss(logits, labels) -> scalar``.
-    formulation: one of :data:`FORMULATIONS`; ``None`` picks by backend.
+    formulation: one of :data:`FORMULATIONS`; ``None`` picks by backend
+      (:func:`default_formulation`).
+    mesh: a one-dimensional mesh (axis :data:`TRAJECTORY_AXIS`) to shard the
+      trajectories over, for the formulations in :data:`SHARDED_FORMULATIONS`;
+      default: all devices (:func:`trajectory_mesh`). Under ``jax.distributed``
+      every process must call ``relearn`` with the same arguments; every process
+      gets the whole result.
+    canonical_convs: rewrite plain convolutions so that their gradients use
+      XLA:CPU's fast layout (same values); ``None``: on CPU only.
 
   Returns:
     A :class:`RelearnResult`.
+
+  Raises:
+    ValueError: for an unknown formulation, a mesh with a formulation that is
+      not sharded, or empty or mismatched data.
   """
   formulation = formulation or default_formulation()
-  if formulation not in _RUNNERS:
+  if formulation not in FORMULATIONS:
     raise ValueError(f"formulation={formulation!r}: expected one of {FORMULATIONS}.")
+  if mesh is not None:
+    if formulation not in SHARDED_FORMULATIONS:
+      raise ValueError(
+          f"formulation={formulation!r} runs on one device; a mesh needs one of"
+          f" {SHARDED_FORMULATIONS}."
+      )
+    if mesh.axis_names != (TRAJECTORY_AXIS,):
+      raise ValueError(
+          f"mesh axes {mesh.axis_names}: expected one axis named {TRAJECTORY_AXIS!r}."
+      )
+  if canonical_convs is None:
+    canonical_convs = jax.default_backend() == "cpu"
+  if canonical_convs:
+    apply_fn = canonicalize_convs(apply_fn)
   x, y = relearn_data
   if x.shape[0] == 0:
     raise ValueError("relearn_data is empty: nothing to relearn.")
@@ -326,7 +436,11 @@ def relearn(
   indices = jnp.tile(orders, (len(lr_grid), 1, 1))
   lrs = jnp.repeat(jnp.asarray(lr_grid, jnp.float32), k_orders)
 
-  curves = np.asarray(_RUNNERS[formulation](prog, params, lrs, indices))
+  if formulation in SHARDED_FORMULATIONS:
+    curves = _run_sharded(prog, params, lrs, indices, mesh=mesh or trajectory_mesh(),
+                          local=formulation)
+  else:
+    curves = np.asarray(_RUNNERS[formulation](prog, params, lrs, indices))
   accuracy, loss_curve, distance = curves[..., 0], curves[..., 1], curves[..., 2]
   if protocol.criterion == "accuracy":
     hit = accuracy >= protocol.threshold
