@@ -1,0 +1,31 @@
+"""Generative unlearning binary: train a conditional DDPM, forget a class, evaluate.
+
+  python -m experiments.generative --config=experiments/configs/ddpm_fashion_mnist.py \
+      --workdir=runs/ddpm [--config.methods=FT,GA,SalUn,IEU]
+
+Writes ``results.json``, ``results.md`` and ``samples.png`` to the workdir.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from experiments import distributed
+from ieu_jax import generative
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.maybe_initialize()
+  logging.info("config:\n%s", _CONFIG.value)
+  generative.run_generative(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
