@@ -21,6 +21,7 @@ reusing a stale model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -29,7 +30,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -43,7 +43,7 @@ from ieu_jax import models
 from ieu_jax import training
 from ieu_jax.methods import retrain as retrain_lib
 
-__all__ = ["run_experiment", "method_names", "rcd_gap"]
+__all__ = ["Setup", "prepare", "run_experiment", "method_names", "rcd_gap", "relearn_auc"]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
 _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
@@ -89,29 +89,49 @@ def _fingerprint(config: ml_collections.ConfigDict, what: str) -> str:
 
 
 def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
+  """Trains a model, or restores it (and its recorded training time) from the workdir."""
   path = os.path.join(workdir, "checkpoints", f"{what}-{_fingerprint(config, what)}")
   like = jax.eval_shape(init_fn, key)
   if checkpoints.exists(path):
     logging.info("phase %s: restoring %s", what, path)
-    return checkpoints.restore_params(path, like), 0.0, True
+    try:
+      with open(path + ".json") as f:
+        elapsed = float(json.load(f)["training_time_s"])
+    except (OSError, ValueError, KeyError):
+      elapsed = math.nan
+    return checkpoints.restore_params(path, like), elapsed, True
   logging.info("phase %s: training on %d examples", what, len(data))
   start = time.perf_counter()
   params = retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what)
   params = jax.block_until_ready(params)
   elapsed = time.perf_counter() - start
   checkpoints.save_params(path, params)
+  if jax.process_index() == 0:
+    _write_atomic(path + ".json", json.dumps({"training_time_s": elapsed}))
   return params, elapsed, False
 
 
-def _evaluate(apply_fn, params, splits, fs, config) -> dict[str, float]:
+def relearn_auc(result: _rcd.RelearnResult) -> float:
+  """Mean over trajectories of the area under the forget-accuracy curve, per step.
+
+  The empirical relearning speed that RCD is compared with: higher means the model
+  relearns faster (percent, averaged over the evaluation grid).
+  """
+  return float(np.mean(result.accuracy))
+
+
+def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str, float]:
   bs = int(config.eval.batch_size)
-  forget, retain, test = fs.forget, fs.retain, splits.test
+  if holdout not in ("test", "val"):
+    raise ValueError(f"holdout={holdout!r}: expected 'test' or 'val'.")
+  forget, retain = fs.forget, fs.retain
+  test = splits.test if holdout == "test" else splits.val
   acc = lambda d: _metrics.accuracy(apply_fn, params, d.x, d.y, batch_size=bs)
   conf = lambda d: _metrics.true_class_confidence(apply_fn, params, d.x, d.y, batch_size=bs)
   row = {
       "UA": 100.0 - acc(forget),
       "RA": acc(retain),
-      "TA": acc(test),
+      ("TA" if holdout == "test" else "VA"): acc(test),
   }
   row["MIA"] = _metrics.mia_efficacy(
       conf(retain), conf(test), conf(forget),
@@ -226,23 +246,53 @@ def _plot(path, curves: dict[str, _rcd.RelearnResult], threshold: float) -> None
   os.replace(tmp, path)
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the whole experiment and writes its outputs into ``workdir``.
+@dataclasses.dataclass
+class Setup:
+  """Everything the methods and the evaluation share (see :func:`prepare`)."""
 
-  Args:
-    config: see ``experiments/configs/fashion_mnist.py``.
-    workdir: output directory (created if needed); only process 0 writes.
+  config: ml_collections.ConfigDict
+  splits: data_lib.Splits
+  forget_split: data_lib.ForgetSplit
+  init_fn: Any
+  apply_fn: Any
+  original: Any
+  retrained: Any
+  training_time_s: dict[str, float]
+  restored: dict[str, bool]
+  problem: methods_lib.Problem
+  relearn_data: tuple[jax.Array, jax.Array]
+  protocol: _rcd.RelearnProtocol
+  root_key: jax.Array
 
-  Returns:
-    The results dictionary that is also written to ``workdir/results.json``.
-  """
-  wall_start = time.perf_counter()
-  names = method_names(config)
-  writer = jax.process_index() == 0
-  if writer:
-    os.makedirs(workdir, exist_ok=True)
+  def relearn(self, params) -> _rcd.RelearnResult:
+    """RCD's relearning trajectories from ``params`` (same keys for every model)."""
+    return _rcd.relearn(
+        params, self.apply_fn, self.relearn_data, self.protocol,
+        jax.random.fold_in(self.root_key, _KEY_RCD), reference_params=self.original,
+        formulation=self.config.rcd.get("formulation") or None,
+    )
+
+  def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
+    """UA, RA, MIA and the held-out accuracy: ``TA`` (test) or ``VA`` (validation).
+
+    Hyperparameter search uses ``holdout='val'``: the validation split replaces
+    the test split both as the accuracy set and as the MIA's non-members.
+    """
+    return _evaluate(self.apply_fn, params, self.splits, self.forget_split, self.config,
+                     holdout=holdout)
+
+  def unlearn(self, name: str, hparams: dict[str, Any], index: int = 0):
+    """Runs method ``name``; returns ``(params, seconds)``. Raises NonFiniteError."""
+    start = time.perf_counter()
+    key = jax.random.fold_in(jax.random.fold_in(self.root_key, _KEY_METHODS), index)
+    params = methods_lib.get(name)(self.problem, dict(hparams, name=name), key)
+    params = jax.block_until_ready(params)
+    return params, time.perf_counter() - start
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """Loads the data, trains or restores the original and retrained models."""
   root = jax.random.key(int(config.seed))
-
   logging.info("phase data: loading %s", config.data.name)
   splits = data_lib.load_dataset(
       config.data.name, data_dir=config.data.get("data_dir"), val_size=config.data.val_size,
@@ -262,65 +312,79 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   init_fn, apply_fn = models.build_model(
       config.model.name, num_classes, fs.train.x.shape[1:], **model_kwargs
   )
-
-  original, t_orig, _ = _train_or_restore(
+  original, t_orig, restored_orig = _train_or_restore(
       workdir, config, "original", init_fn, apply_fn, fs.train,
       jax.random.fold_in(root, _KEY_ORIGINAL))
-  retrained, t_retrain, _ = _train_or_restore(
+  retrained, t_retrain, restored_retrain = _train_or_restore(
       workdir, config, "retrain", init_fn, apply_fn, fs.retain,
       jax.random.fold_in(root, _KEY_RETRAIN))
-
   problem = methods_lib.Problem(
       apply_fn=apply_fn, init_fn=init_fn, original=original, forget=fs.forget,
       retain=fs.retain, num_classes=num_classes, train=config.train.to_dict(),
   )
   relearn_data = _relearn_set(fs, config)
-  bs = int(config.eval.batch_size)
-  orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data, batch_size=bs)
-  threshold = orig_relearn_acc - float(config.rcd.tolerance)
-  protocol = _protocol(config, threshold)
-  rcd_key = jax.random.fold_in(root, _KEY_RCD)
-  formulation = config.rcd.get("formulation") or None
+  orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data,
+                                       batch_size=int(config.eval.batch_size))
+  protocol = _protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
+  return Setup(
+      config=config, splits=splits, forget_split=fs, init_fn=init_fn, apply_fn=apply_fn,
+      original=original, retrained=retrained,
+      training_time_s={"original": t_orig, "retrain": t_retrain},
+      restored={"original": restored_orig, "retrain": restored_retrain}, problem=problem,
+      relearn_data=relearn_data, protocol=protocol, root_key=root,
+  )
 
-  def relearn(params):
-    return _rcd.relearn(
-        params, apply_fn, relearn_data, protocol, rcd_key,
-        reference_params=original, formulation=formulation,
-    )
 
-  original_row = _evaluate(apply_fn, original, splits, fs, config)
-  original_row["train_accuracy"] = _metrics.accuracy(apply_fn, original, fs.train.x, fs.train.y, batch_size=bs)
+def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the whole experiment and writes its outputs into ``workdir``.
+
+  Args:
+    config: see ``experiments/configs/fashion_mnist.py``.
+    workdir: output directory (created if needed); only process 0 writes.
+
+  Returns:
+    The results dictionary that is also written to ``workdir/results.json``.
+  """
+  wall_start = time.perf_counter()
+  names = method_names(config)
+  writer = jax.process_index() == 0
+  if writer:
+    os.makedirs(workdir, exist_ok=True)
+  setup = prepare(config, workdir)
+  fs, protocol = setup.forget_split, setup.protocol
+  threshold = protocol.threshold
+
+  original_row = setup.evaluate(setup.original)
+  original_row["train_accuracy"] = _metrics.accuracy(
+      setup.apply_fn, setup.original, fs.train.x, fs.train.y,
+      batch_size=int(config.eval.batch_size))
   logging.info("original: %s", original_row)
 
   rows, curves, reference, failed = [], {}, None, []
   for i, name in enumerate(names):
     logging.info("phase methods: %s (%d/%d)", name, i + 1, len(names))
     if name == "Retrain":
-      params, runtime = retrained, t_retrain
+      params, runtime = setup.retrained, setup.training_time_s["retrain"]
     else:
-      hparams = dict(config.method[name].to_dict(), name=name)
-      start = time.perf_counter()
       try:
-        params = methods_lib.get(name)(
-            problem, hparams, jax.random.fold_in(jax.random.fold_in(root, _KEY_METHODS), i))
+        params, runtime = setup.unlearn(name, config.method[name].to_dict(), i)
       except training.NonFiniteError as e:
         # One diverging method must not cost the others' results: report it.
         logging.error("%s failed: %s", name, e)
         failed.append({"name": name, "error": str(e)})
         continue
-      params = jax.block_until_ready(params)
-      runtime = time.perf_counter() - start
     logging.info("phase evaluation: %s", name)
-    row = _evaluate(apply_fn, params, splits, fs, config)
+    row = setup.evaluate(params)
     start = time.perf_counter()
-    result = relearn(params)
+    result = setup.relearn(params)
     logging.info("%s: RCD of %d trajectories in %.1fs", name, protocol.total_trajectories,
                  time.perf_counter() - start)
     if name == "Retrain":
       reference = result
     summary = _rcd.rcd_summary(result, reference)
     curves[name] = result
-    row.update(name=name, runtime_s=runtime, rcd=summary._asdict())
+    row.update(name=name, runtime_s=runtime, rcd=summary._asdict(),
+               relearn_auc=relearn_auc(result))
     rows.append(row)
 
   retrain_row = rows[0]
@@ -341,20 +405,21 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "scenario": (f"class {config.forget.forget_class}" if config.forget.mode == "class"
                    else f"{config.forget.mode} {100 * float(config.forget.fraction):.0f}%"),
       "sizes": {"train": len(fs.train), "forget": len(fs.forget), "retain": len(fs.retain),
-                "val": len(splits.val), "test": len(splits.test),
-                "relearn": int(relearn_data[0].shape[0])},
+                "val": len(setup.splits.val), "test": len(setup.splits.test),
+                "relearn": int(setup.relearn_data[0].shape[0])},
       "original": original_row,
       "memorization_gap": (100.0 - original_row["UA"]) - (100.0 - retrain_row["UA"]),
-      "training_time_s": {"original": t_orig, "retrain": t_retrain},
+      "training_time_s": setup.training_time_s,
+      "restored_from_checkpoint": setup.restored,
       "rcd_threshold": threshold,
       "rcd_protocol": {"optimizer": protocol.optimizer, "learning_rates": list(protocol.lr_grid),
                        "batch_size": protocol.batch_size, "max_steps": protocol.max_steps,
                        "num_trajectories": protocol.num_trajectories,
                        "criterion": protocol.criterion, "threshold": threshold,
-                       "formulation": formulation or _rcd.default_formulation()},
+                       "formulation": config.rcd.get("formulation") or _rcd.default_formulation()},
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
-                               "rcd", "runtime_s", "flags")}
+                               "rcd", "relearn_auc", "runtime_s", "flags")}
           for row in rows
       ],
       "failed": failed,

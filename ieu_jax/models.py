@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 __all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS"]
