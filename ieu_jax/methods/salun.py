@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ieu_jax._steps import ApplyFn, softmax_cross_entropy
+from ieu_jax._steps import ApplyFn
 from ieu_jax.methods import base
 from ieu_jax.methods import rl
 
