@@ -1,0 +1,299 @@
+"""A fair comparison: bounded hyperparameter search on validation, then seeds x scenarios.
+
+**Search** (:func:`search`). Every method gets the same budget: at most ``budget``
+candidate settings (a grid from ``config.search[name]`` over the method's default
+hyperparameters), each run once on seed ``config.seed``. A candidate is scored on the
+*validation* split, never the test split: the Avg. Gap against Retrain over UA, RA,
+VA (validation accuracy) and MIA (with validation examples as the attack's
+non-members). A candidate that diverges scores infinity. The lowest score wins.
+RCD is not used for selection (it is what the comparison then measures).
+
+**Sweep** (:func:`sweep`). Each scenario (random 10/30/50%, a class) is run on several
+seeds with the chosen hyperparameters; :func:`aggregate` turns the runs into mean
+and standard deviation per method and scenario, and :func:`rank_correlation` tests
+whether RCD tracks empirical relearning.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+from absl import logging
+from scipy import stats
+
+from ieu_jax import _metrics
+from ieu_jax import experiment
+from ieu_jax import training
+
+__all__ = [
+    "SCENARIOS",
+    "aggregate",
+    "candidates",
+    "rank_correlation",
+    "scenario_config",
+    "search",
+    "sweep",
+]
+
+SCENARIOS = {
+    "random10": {"mode": "random", "fraction": 0.1},
+    "random30": {"mode": "random", "fraction": 0.3},
+    "random50": {"mode": "random", "fraction": 0.5},
+    "class0": {"mode": "class", "forget_class": 0},
+}
+
+_SEARCH_KEYS = ("UA", "RA", "VA", "MIA")
+
+
+def candidates(
+    defaults: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], budget: int
+) -> list[dict[str, Any]]:
+  """The grid's settings over ``defaults``, in a fixed order; at most ``budget``.
+
+  Raises:
+    ValueError: when the grid is larger than the budget (the budget rule is the
+      same for every method, so a larger grid is a configuration error), or names a
+      hyperparameter the method does not have.
+  """
+  unknown = sorted(set(grid) - set(defaults))
+  if unknown:
+    raise ValueError(f"search grid names unknown hyperparameters {unknown}; known: {sorted(defaults)}.")
+  names = sorted(grid)
+  settings = [dict(defaults, **dict(zip(names, values)))
+              for values in itertools.product(*(grid[n] for n in names))]
+  if len(settings) > budget:
+    raise ValueError(f"search grid has {len(settings)} settings, over the budget of {budget}.")
+  return settings
+
+
+def search(
+    config: ml_collections.ConfigDict, workdir: str, methods: Sequence[str] | None = None
+) -> dict[str, Any]:
+  """Chooses each method's hyperparameters on the validation split (see module doc).
+
+  Returns (and writes to ``workdir/search.json``) for each method the chosen
+  setting, its score and every candidate's score and metrics.
+  """
+  methods = list(methods or [n for n in experiment.method_names(config) if n != "Retrain"])
+  budget = int(config.search_budget)
+  setup = experiment.prepare(config, workdir)
+  reference = setup.evaluate(setup.retrained, holdout="val")
+  out = {"reference": reference, "budget": budget, "seed": int(config.seed), "methods": {}}
+  for m_index, name in enumerate(methods):
+    defaults = config.method[name].to_dict()
+    grid = config.search[name].to_dict() if name in config.search else {}
+    rows = []
+    for c_index, hp in enumerate(candidates(defaults, grid, budget)):
+      try:
+        params, _ = setup.unlearn(name, hp, index=100 * (m_index + 1) + c_index)
+        row = setup.evaluate(params, holdout="val")
+        score = _metrics.avg_gap(row, reference, keys=_SEARCH_KEYS)
+      except training.NonFiniteError as e:
+        row, score = {"error": str(e)}, math.inf
+      logging.info("search %s %s: score %.3f", name, {k: hp[k] for k in grid}, score)
+      rows.append({"hparams": hp, "score": score, "metrics": row})
+    best = min(rows, key=lambda r: r["score"])
+    out["methods"][name] = {"chosen": best["hparams"], "score": best["score"],
+                            "grid": grid, "candidates": rows}
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "search.json"), "w") as f:
+    json.dump(experiment._json_safe(out), f, indent=2)  # pylint: disable=protected-access
+  return out
+
+
+def scenario_config(
+    config: ml_collections.ConfigDict, scenario: str, seed: int
+) -> ml_collections.ConfigDict:
+  """A copy of ``config`` for one scenario of :data:`SCENARIOS` and one seed."""
+  if scenario not in SCENARIOS:
+    raise ValueError(f"unknown scenario {scenario!r}: known are {sorted(SCENARIOS)}.")
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.seed = int(seed)
+    for k, v in SCENARIOS[scenario].items():
+      c.forget[k] = v
+  return c
+
+
+def sweep(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    scenarios: Sequence[str],
+    seeds: Sequence[int],
+) -> dict[str, Any]:
+  """Runs :func:`experiment.run_experiment` for every scenario and seed.
+
+  Each run has its own workdir (``workdir/<scenario>/seed<k>``), so an interrupted
+  sweep resumes from its checkpoints. Returns ``{scenario: [results per seed]}``.
+  """
+  runs = {}
+  for scenario in scenarios:
+    runs[scenario] = []
+    for seed in seeds:
+      logging.info("sweep: %s seed %d", scenario, seed)
+      run_dir = os.path.join(workdir, scenario, f"seed{seed}")
+      runs[scenario].append(
+          experiment.run_experiment(scenario_config(config, scenario, seed), run_dir))
+  return runs
+
+
+_FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Mean and std over seeds of every metric, per method (NaN-aware, counts kept).
+
+  RCD steps are averaged over the seeds whose mean is defined; ``censored_frac`` over
+  all seeds; ``n`` says how many seeds a method has (a method that failed on a seed
+  is missing from it).
+  """
+  table: dict[str, dict[str, list[float]]] = {}
+  for run in runs:
+    for m in run["methods"]:
+      row = table.setdefault(m["name"], {})
+      for f in _FIELDS:
+        row.setdefault(f, []).append(_num(m.get(f)))
+      for f in ("steps_mean", "censored_frac", "normalized"):
+        row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
+  out = {}
+  for name, row in table.items():
+    out[name] = {"n": len(row["UA"])}
+    for f, values in row.items():
+      v = np.asarray(values, np.float64)
+      ok = v[np.isfinite(v)]
+      out[name][f] = (float(ok.mean()) if ok.size else math.nan,
+                      float(ok.std()) if ok.size else math.nan)
+  return out
+
+
+def _num(x) -> float:
+  return math.nan if x is None else float(x)
+
+
+def rank_correlation(agg: Mapping[str, Mapping[str, Any]]) -> tuple[float, float, int]:
+  """Spearman correlation between methods' mean RCD steps and relearning AUC.
+
+  RCD tracks empirical relearning when the correlation is strongly *negative*: a
+  model that takes more steps to relearn has a lower forget accuracy along the way.
+  Returns ``(rho, p_value, number_of_methods)``; methods without a defined RCD are
+  left out.
+  """
+  pairs = [(v["rcd_steps_mean"][0], v["relearn_auc"][0]) for v in agg.values()
+           if math.isfinite(v["rcd_steps_mean"][0]) and math.isfinite(v["relearn_auc"][0])]
+  if len(pairs) < 3:
+    return math.nan, math.nan, len(pairs)
+  rho, p = stats.spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+  return float(rho), float(p), len(pairs)
+
+
+_BASELINES = ("FT", "RL", "SCRUB", "SalUn")
+
+
+def _fmt(pair, digits=2):
+  mean, std = pair
+  if not math.isfinite(mean):
+    return "n/a"
+  return f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(std) else f"{mean:.{digits}f}"
+
+
+def scenario_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
+  """A markdown table of one scenario's aggregated results."""
+  lines = [
+      "| method | n | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | RCD norm. | censored | relearn AUC | time (s) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, v in agg.items():
+    lines.append(
+        f"| {name} | {v['n']} | {_fmt(v['UA'])} | {_fmt(v['RA'])} | {_fmt(v['TA'])} | {_fmt(v['MIA'])}"
+        f" | {_fmt(v['avg_gap'])} | {_fmt(v['avg_gap_rcd'])} | {_fmt(v['rcd_steps_mean'], 1)}"
+        f" | {_fmt(v['rcd_normalized'])} | {_fmt((100 * v['rcd_censored_frac'][0], 100 * v['rcd_censored_frac'][1]), 0)}%"
+        f" | {_fmt(v['relearn_auc'], 1)} | {_fmt(v['runtime_s'], 1)} |")
+  return "\n".join(lines)
+
+
+def claims(agg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """The paper's five claims, checked on one scenario's aggregate.
+
+  Each entry has ``supported`` (True, False, or None when a method is missing) and
+  the numbers behind it. Comparisons are of means over seeds; ``clear`` says whether
+  the difference exceeds the sum of the two standard deviations.
+  """
+  out: dict[str, dict[str, Any]] = {}
+
+  def compare(field, better):  # better: 'lower' or 'higher'
+    if "IEU" not in agg:
+      return {"supported": None, "why": "IEU missing"}
+    ieu = agg["IEU"][field]
+    rows, ok, clear = {}, True, True
+    for b in _BASELINES:
+      if b not in agg:
+        continue
+      other = agg[b][field]
+      wins = ieu[0] < other[0] if better == "lower" else ieu[0] > other[0]
+      margin = abs(ieu[0] - other[0]) > (ieu[1] + other[1])
+      rows[b] = {"baseline": other[0], "ieu": ieu[0], "ieu_better": bool(wins), "clear": bool(margin)}
+      ok &= wins
+      clear &= wins and margin
+    if not rows:
+      return {"supported": None, "why": "no baseline ran"}
+    return {"supported": bool(ok), "clearly": bool(clear), "versus": rows}
+
+  out["1_lower_avg_gap"] = compare("avg_gap", "lower")
+  out["2_higher_rcd"] = compare("rcd_steps_mean", "higher")
+  rho, p, n = rank_correlation(agg)
+  out["3_rcd_tracks_relearning"] = {"supported": (rho < -0.5 and p < 0.05) if n >= 3 else None,
+                                    "spearman_rho": rho, "p_value": p, "methods": n}
+  if "Noisy" in agg:
+    gaps = sorted((v["avg_gap"][0], k) for k, v in agg.items() if k != "Retrain")
+    rank = [k for _, k in gaps].index("Noisy") + 1
+    ra_drop = agg["Retrain"]["RA"][0] - agg["Noisy"]["RA"][0] if "Retrain" in agg else math.nan
+    out["4_noisy_tradeoff"] = {
+        "supported": bool(rank <= 3 and ra_drop < 5.0),
+        "avg_gap_rank": rank, "of": len(gaps), "RA_below_retrain": ra_drop,
+        "rule": "Noisy's Avg. Gap among the 3 lowest, with RA within 5 points of Retrain's",
+    }
+  else:
+    out["4_noisy_tradeoff"] = {"supported": None, "why": "Noisy missing"}
+  if "Noisy" in agg and "GA+Noisy" in agg:
+    n_gap, gn_gap = agg["Noisy"]["avg_gap"], agg["GA+Noisy"]["avg_gap"]
+    out["5_ga_noisy_no_better"] = {"supported": bool(gn_gap[0] >= n_gap[0] - n_gap[1]),
+                                   "Noisy": n_gap[0], "GA+Noisy": gn_gap[0],
+                                   "rule": "GA+Noisy's Avg. Gap not below Noisy's by more than one std"}
+  else:
+    out["5_ga_noisy_no_better"] = {"supported": None, "why": "Noisy or GA+Noisy missing"}
+  return out
+
+
+def results_document(
+    by_scenario: Mapping[str, Mapping[str, Any]],
+    *,
+    command: str,
+    figures: Mapping[str, str] | None = None,
+    preamble: str = "",
+) -> str:
+  """``docs/results.md``: a table per scenario and the claims, with the command."""
+  names = {"1_lower_avg_gap": "IEU has a lower Avg. Gap than FT, RL, SCRUB and SalUn",
+           "2_higher_rcd": "IEU has a higher RCD than those baselines",
+           "3_rcd_tracks_relearning": "RCD tracks empirical relearning (Spearman of RCD steps vs relearning AUC)",
+           "4_noisy_tradeoff": "Noisy alone gives a strong privacy/utility trade-off",
+           "5_ga_noisy_no_better": "GA+Noisy does not improve on Noisy"}
+  verdict = {True: "supported", False: "**not supported**", None: "not tested"}
+  parts = [preamble, f"Reproduce everything on this page:\n\n```sh\n{command}\n```\n"]
+  for scenario, agg in by_scenario.items():
+    parts.append(f"## {scenario}\n")
+    parts.append(scenario_table(agg) + "\n")
+    if figures and scenario in figures:
+      parts.append(f"![relearning curves, {scenario}]({figures[scenario]})\n")
+    parts.append("Claims on this scenario:\n")
+    for key, c in claims(agg).items():
+      detail = {k: v for k, v in c.items() if k != "supported"}
+      parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(experiment._json_safe(detail))}`")  # pylint: disable=protected-access
+    parts.append("")
+  return "\n".join(parts) + "\n"

@@ -1,0 +1,82 @@
+"""The comparison protocol: budget rule, aggregation and claims on known inputs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments.configs import fashion_mnist
+from ieu_jax import protocol
+
+
+def test_candidates_respect_the_budget_and_the_method():
+  defaults = {"learning_rate": 0.1, "epochs": 5}
+  grid = {"learning_rate": [0.01, 0.1], "epochs": [2, 5]}
+  c = protocol.candidates(defaults, grid, budget=4)
+  assert len(c) == 4 and {"learning_rate": 0.01, "epochs": 2} in c
+  assert protocol.candidates(defaults, {}, budget=4) == [defaults]
+  with pytest.raises(ValueError, match="over the budget of 3"):
+    protocol.candidates(defaults, grid, budget=3)
+  with pytest.raises(ValueError, match="momentum"):
+    protocol.candidates(defaults, {"momentum": [0.9]}, budget=4)
+
+
+def test_every_configured_grid_fits_the_budget():
+  c = fashion_mnist.get_config("results")
+  for name in c.search:
+    assert protocol.candidates(c.method[name].to_dict(), c.search[name].to_dict(),
+                               int(c.search_budget))
+
+
+def _run(rows):
+  return {"methods": [
+      {"name": n, "UA": ua, "RA": 90.0, "TA": 80.0, "MIA": 10.0, "avg_gap": gap,
+       "avg_gap_rcd": gap, "relearn_auc": auc, "runtime_s": 1.0,
+       "rcd": {"steps_mean": steps, "censored_frac": cens, "normalized": None if steps is None else steps / 10}}
+      for n, ua, gap, steps, auc, cens in rows]}
+
+
+def test_aggregate_by_hand():
+  runs = [_run([("Retrain", 10, 0, 10, 50, 0.0), ("IEU", 12, 2, 8, 60, 0.0)]),
+          _run([("Retrain", 14, 0, 12, 40, 0.0), ("IEU", 16, 4, None, 90, 1.0)])]
+  agg = protocol.aggregate(runs)
+  assert agg["Retrain"]["UA"] == (12.0, 2.0)
+  assert agg["IEU"]["avg_gap"] == (3.0, 1.0)
+  # The censored seed has no mean: averaged over the defined one, counted in censoring.
+  assert agg["IEU"]["rcd_steps_mean"] == (8.0, 0.0)
+  assert agg["IEU"]["rcd_censored_frac"] == (0.5, 0.5)
+  assert agg["IEU"]["n"] == 2
+
+
+def test_rank_correlation_and_claims_on_constructed_aggregates():
+  # RCD steps and relearning AUC in exactly reversed order: rho = -1.
+  rows = [("Retrain", 10, 0, 40, 20, 0), ("FT", 1, 8, 0, 95, 0), ("RL", 5, 6, 5, 80, 0),
+          ("SCRUB", 3, 7, 2, 90, 0), ("SalUn", 6, 5, 10, 70, 0), ("IEU", 9, 1, 30, 30, 0),
+          ("Noisy", 9, 1.5, 25, 35, 0), ("GA+Noisy", 9, 2.5, 20, 40, 0)]
+  agg = protocol.aggregate([_run(rows)])
+  rho, p, n = protocol.rank_correlation(agg)
+  assert rho == pytest.approx(-1.0) and n == 8 and p < 0.01
+  c = protocol.claims(agg)
+  assert c["1_lower_avg_gap"]["supported"] and c["2_higher_rcd"]["supported"]
+  assert c["3_rcd_tracks_relearning"]["supported"]
+  assert c["4_noisy_tradeoff"]["supported"] and c["4_noisy_tradeoff"]["avg_gap_rank"] == 2
+  assert c["5_ga_noisy_no_better"]["supported"]
+  # Make one baseline beat IEU, and GA+Noisy beat Noisy: the claims must say no.
+  rows[3] = ("SCRUB", 3, 0.5, 50, 10, 0)
+  rows[7] = ("GA+Noisy", 9, 0.2, 20, 40, 0)
+  c = protocol.claims(protocol.aggregate([_run(rows)]))
+  assert c["1_lower_avg_gap"]["supported"] is False
+  assert c["1_lower_avg_gap"]["versus"]["SCRUB"]["ieu_better"] is False
+  assert c["2_higher_rcd"]["supported"] is False
+  assert c["5_ga_noisy_no_better"]["supported"] is False
+  doc = protocol.results_document({"random10": agg}, command="python -m experiments.compare")
+  assert "| IEU | 1 |" in doc and "python -m experiments.compare" in doc
+
+
+def test_scenario_config():
+  c = protocol.scenario_config(fashion_mnist.get_config("small"), "class0", 2)
+  assert c.seed == 2 and c.forget.mode == "class" and c.forget.forget_class == 0
+  with pytest.raises(ValueError, match="'random99'"):
+    protocol.scenario_config(c, "random99", 0)
+  assert math.isnan(protocol.rank_correlation({})[0])
+  assert np.isfinite(protocol.scenario_config(c, "random30", 1).forget.fraction)
