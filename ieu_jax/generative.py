@@ -45,6 +45,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Any, Callable, Mapping
 
 import jax
@@ -400,17 +401,22 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
   """Frechet distance between Gaussians fitted to feature sets ``a`` and ``b`` (float64).
 
   ``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})``, the square root by
-  ``scipy.linalg.sqrtm``, its (round-off) imaginary part dropped.
+  ``scipy.linalg.sqrtm``, its (round-off) imaginary part dropped. With fewer
+  samples than feature dimensions the covariances are singular (the square root
+  still exists; scipy's warning about it is silenced) and the estimate is
+  biased upwards: compare distances only at equal sample sizes.
   """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
     raise ValueError(f"need two (N, D) feature sets with N >= 2; got {a.shape}, {b.shape}.")
   mu_a, mu_b = a.mean(0), b.mean(0)
   cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
-  if not np.all(np.isfinite(covmean)):
-    eps = 1e-6 * np.eye(a.shape[1])
-    covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    if not np.all(np.isfinite(covmean)):
+      eps = 1e-6 * np.eye(a.shape[1])
+      covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
   covmean = np.real(covmean)
   value = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean)
   return float(max(value, 0.0))

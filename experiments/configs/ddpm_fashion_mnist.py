@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The DDPM's training recipe (original and retrained alike): Adam, warmup-cosine.
   c.train = ml_collections.ConfigDict()
   c.train.learning_rate = 2e-3
-  c.train.epochs = 15
+  c.train.epochs = 10
   c.train.batch_size = 64
   c.train.warmup_steps = 200
 
@@ -65,11 +65,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method.GA = dict(epochs=2, learning_rate=2e-3, ascent_scale=1.0, batch_size=64, clip_norm=1.0)
   # SalUn-style: forget images conditioned on their label, target = the original's
   # output for a random retained label; retain loss; top-50% saliency mask. Adam.
-  c.method.SalUn = dict(epochs=2, learning_rate=5e-4, retain_scale=1.0, mask_fraction=0.5,
+  c.method.SalUn = dict(epochs=4, learning_rate=5e-3, retain_scale=1.0, mask_fraction=0.5,
                         batch_size=64)
   # IEU: ascent + decay + weight noise + retain term (SGD, gradients clipped).
-  c.method.IEU = dict(epochs=2, learning_rate=2e-3, ascent_scale=1.0, retain_scale=1.0,
-                      weight_decay=1e-2, noise_std=1e-4, batch_size=64, clip_norm=1.0)
+  # Each gradient is clipped to norm 1, so a step moves the weights by at most
+  # lr * (ascent + retain) plus the noise.
+  c.method.IEU = dict(epochs=2, learning_rate=5e-2, ascent_scale=1.0, retain_scale=1.0,
+                      weight_decay=1e-2, noise_std=1e-3, batch_size=64, clip_norm=1.0)
 
   # Generator RCD: relearning the forget class from m of its images.
   c.rcd = ml_collections.ConfigDict()

@@ -1,0 +1,148 @@
+"""Generative unlearning: metrics against closed forms, and a tiny end-to-end run.
+
+The end-to-end run is the ``:small`` config shrunk further (8x8 images of four
+classes, IEU only, short relearning) in a temporary workdir: the original
+generator must produce its classes, and after IEU the forgotten class's rate
+must drop while the retained classes' rate does not.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from experiments.configs import ddpm_fashion_mnist
+from ieu_jax import data as data_lib
+from ieu_jax import diffusion
+from ieu_jax import generative
+
+
+# ----------------------------------------------------------------------------
+# Metrics.
+
+
+def test_frechet_distance_closed_forms():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
+  assert generative.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+  shift = rng.normal(size=6)
+  # Equal covariances: the distance is exactly the squared mean difference.
+  assert generative.frechet_distance(a, a + shift) == pytest.approx(np.sum(shift**2), rel=1e-6)
+  # Scaled copies: tr(S + c^2 S - 2 c S) = (1 - c)^2 tr(S).
+  cov = np.cov(a, rowvar=False)
+  assert generative.frechet_distance(a, 3.0 * a) == pytest.approx(
+      np.sum((2.0 * a.mean(0)) ** 2) + 4.0 * np.trace(cov), rel=1e-6)
+  # General case against the textbook formula with the symmetric square root.
+  b = rng.normal(size=(400, 6)) * 2.0 + 1.0
+  cb = np.cov(b, rowvar=False)
+  root = scipy.linalg.sqrtm(cov)
+  expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov) + np.trace(cb)
+              - 2.0 * np.trace(np.real(scipy.linalg.sqrtm(root @ cb @ root))))
+  assert generative.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_class_rates():
+  labels = np.array([0, 0, 0, 0, 3, 3])
+  predicted = np.array([0, 1, 0, 0, 3, 0])
+  assert generative.class_rates(predicted, labels, [0, 3]) == {0: 75.0, 3: 50.0}
+
+
+def test_classifier_features_are_the_penultimate_layer():
+  init, logits_fn, features_fn = generative.classifier_fns(10, (8, 8, 1), hidden=12)
+  params = init(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (5, 8, 8, 1))
+  feats = features_fn(params, x)
+  assert feats.shape == (5, 12) and float(feats.min()) >= 0.0
+  dense = params["Dense_1"]
+  np.testing.assert_allclose(feats @ dense["kernel"] + dense["bias"], logits_fn(params, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_warmup_cosine():
+  lr = lambda c: float(generative.warmup_cosine(c, 1000, 2.0, 100, floor=0.1))
+  assert lr(0) == 0.0 and lr(50) == pytest.approx(1.0) and lr(100) == pytest.approx(2.0)
+  assert lr(550) == pytest.approx(0.2 + 1.8 * 0.5) and lr(1000) == pytest.approx(0.2)
+  assert lr(5000) == pytest.approx(0.2)
+
+
+def _toy_problem():
+  """A linear "network" on 2-d data: eps = W x_t + E[label]."""
+  eps_fn = lambda p, x, t, y: x @ p["w"] + p["e"][y]
+  params = {"w": jnp.eye(2) * 0.5, "e": jnp.zeros((4, 2))}
+  x = jax.random.normal(jax.random.key(0), (40, 2))
+  y = jnp.asarray(np.repeat([0, 1, 2, 2], 10), jnp.int32)
+  ds = data_lib.Dataset(x=x, y=y, num_classes=3)
+  forget, retain = ds.take(np.arange(10, 20)), ds.take(np.r_[0:10, 20:40])
+  return generative.GenProblem(
+      eps_fn=eps_fn, schedule=diffusion.linear_schedule(100), original=params, forget=forget,
+      retain=retain, forget_class=1, retained_classes=(0, 2), null_label=3, label_drop=0.1)
+
+
+def test_saliency_mask_keeps_the_top_fraction():
+  problem = _toy_problem()
+  mask = generative.saliency_mask(problem, jax.random.key(1), 0.5)
+  flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)])
+  assert set(np.unique(flat)) <= {0.0, 1.0}
+  # 12 weights, but the rows of E for labels never seen have zero gradient.
+  grads = jax.grad(problem.forget_loss)(problem.original, problem.forget.x[:256],
+                                        problem.forget.y[:256], jax.random.key(1))
+  g = np.concatenate([np.abs(np.ravel(v)) for v in jax.tree.leaves(grads)])
+  assert np.all(g[flat == 1] >= g[flat == 0].max())
+  assert flat.sum() == np.sum(g >= np.quantile(g, 0.5))
+
+
+def test_relearn_generator_first_hit_and_censoring():
+  problem = _toy_problem()
+  protocol = generative.GenRelearnProtocol(max_steps=40, eval_every=10, num_trajectories=2,
+                                           threshold=50.0, batch_size=4)
+  data = (problem.forget.x, problem.forget.y)
+  res = generative.relearn_generator(problem.original, problem, data, protocol,
+                                     jax.random.key(0), lambda p: 0.0)
+  assert res.censored.all() and (res.first_hit == -1).all()
+  assert res.accuracy.shape == (2, 5) and list(res.steps) == [0, 10, 20, 30, 40]
+  counter = iter([0.0, 20.0, 40.0, 60.0, 80.0])
+  res = generative.relearn_generator(problem.original, problem, data, protocol,
+                                     jax.random.key(0), lambda p: next(counter))
+  # The start (0) is evaluated once; trajectory 0 then sees 20, 40, 60 and stops
+  # at its hit (step 30); trajectory 1 sees 80 at step 10.
+  assert list(res.first_hit) == [30, 10] and not res.censored.any()
+  np.testing.assert_allclose(res.accuracy, [[0, 20, 40, 60, 60], [0, 80, 80, 80, 80]])
+
+
+# ----------------------------------------------------------------------------
+# End to end.
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  config = ddpm_fashion_mnist.get_config("small")
+  config.methods = "IEU"
+  config.rcd.max_steps = 20
+  config.rcd.eval_samples = 16
+  config.eval.samples_per_class = 24
+  workdir = str(tmp_path_factory.mktemp("generative"))
+  return generative.run_generative(config, workdir), workdir
+
+
+def test_tiny_run_forgets_the_class_and_keeps_the_others(tiny_run):
+  results, _ = tiny_run
+  rows = {m["name"]: m for m in results["models"]}
+  original, retrain, ieu = rows["Original"], rows["Retrain"], rows["IEU"]
+  assert original["forget_rate"] >= 70.0 and original["retain_rate"] >= 70.0
+  assert retrain["forget_rate"] <= 10.0  # never saw the class
+  assert ieu["forget_rate"] <= original["forget_rate"] - 50.0
+  assert ieu["retain_rate"] >= original["retain_rate"] - 15.0
+  assert retrain["rcd"]["normalized"] == 1.0
+
+
+def test_tiny_run_writes_its_outputs(tiny_run):
+  results, workdir = tiny_run
+  for name in ("results.json", "results.md", "samples.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["forget_class"] == results["forget_class"] == 1
+  assert "| IEU |" in open(os.path.join(workdir, "results.md")).read()
