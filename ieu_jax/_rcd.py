@@ -32,7 +32,8 @@ communication until the (small) curves are gathered at the end. When the number
 of trajectories is not a multiple of the number of devices, the trajectory axis
 is padded with copies of the last trajectory, whose results are dropped.
 
-On CPU, plain convolutions in ``apply_fn`` are rewritten by
+On CPU, for the one-program formulations, plain convolutions in ``apply_fn`` are
+rewritten by
 :func:`ieu_jax._canonical_conv.canonicalize_convs` (same values; their gradients
 in XLA:CPU's fast layout, which XLA does not find inside loops by itself).
 
@@ -43,6 +44,7 @@ criterion has ``T = 0``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Literal, NamedTuple, Sequence
 
@@ -260,6 +262,32 @@ def _global(x, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
 
 
+@functools.lru_cache(maxsize=16)
+def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
+  """The jitted init and run programs, cached so repeated calls do not recompile."""
+  sharded = NamedSharding(mesh, P(TRAJECTORY_AXIS))
+
+  def program(data):
+    return _Program(apply_fn, protocol, loss, data[:2], data[2:4], data[4])
+
+  def init(params, lrs):
+    return jax.vmap(program((None,) * 5).init, in_axes=(None, 0))(params, lrs)
+
+  def run_local(carry, params, data, lrs, indices):
+    pr = program(data)
+    if local == "vmap_scan":
+      return jax.vmap(pr.trajectory_from, in_axes=(0, None, 0, 0))(carry, params, lrs, indices)
+    return jax.lax.map(lambda a: pr.trajectory_from(a[0], params, *a[1:]),
+                       (carry, lrs, indices))
+
+  spec = P(TRAJECTORY_AXIS)
+  run = jax.jit(jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), P(), spec, spec),
+                              out_specs=spec, check_vma=False))
+  gather = jax.jit(lambda c: c, out_shardings=NamedSharding(mesh, P()))
+  # One sharding as out_shardings applies to every leaf of the state.
+  return jax.jit(init, out_shardings=sharded), run, gather
+
+
 def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str):
   """Shards the trajectory axis over ``mesh``; ``local`` is how a device runs its share."""
   n, k = mesh.size, lrs.shape[0]
@@ -273,33 +301,16 @@ def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str
   params = rep(params)
   data = rep((prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference))
   lrs, indices = _global(lrs, sharded), _global(indices, sharded)
+  # Learning rates are arguments, not part of the program: key the cache without them.
+  protocol = dataclasses.replace(prog.protocol, learning_rates=prog.protocol.lr_grid[0])
+  init, run, gather = _sharded_functions(prog.apply_fn, protocol, prog.loss, local, mesh)
 
-  def program(data):
-    return _Program(prog.apply_fn, prog.protocol, prog.loss, data[:2], data[2:4], data[4])
-
-  # The trajectory state, created already sharded along the trajectory axis.
-  init = jax.vmap(lambda p, lr: program(data).init(p, lr), in_axes=(None, 0))
-  state_shape = jax.eval_shape(init, params, lrs)
-  carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: sharded, state_shape))(
-      params, lrs
-  )
-
-  def run_local(carry, params, data, lrs, indices):
-    pr = program(data)
-    if local == "vmap_scan":
-      return jax.vmap(pr.trajectory_from, in_axes=(0, None, 0, 0))(carry, params, lrs, indices)
-    return jax.lax.map(lambda a: pr.trajectory_from(a[0], params, *a[1:]),
-                       (carry, lrs, indices))
-
-  spec = P(TRAJECTORY_AXIS)
-  run = jax.jit(
-      jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), P(), spec, spec),
-                    out_specs=spec, check_vma=False)
-  )
+  # The trajectory state is created already sharded along the trajectory axis:
+  # each device writes only its share (no unsharded copy is ever built).
+  carry = init(params, lrs)
   curves = run(carry, params, data, lrs, indices)
   # Every process gets every trajectory's curves (small): gather, then drop the padding.
-  curves = jax.jit(lambda c: c, out_shardings=replicated)(curves)
-  return np.asarray(curves.addressable_data(0))[:k]
+  return np.asarray(gather(curves).addressable_data(0))[:k]
 
 
 def _run_vmap_loop(prog: _Program, params, lrs, indices):
@@ -316,20 +327,39 @@ def _run_vmap_loop(prog: _Program, params, lrs, indices):
   return jnp.stack(curves, axis=1)
 
 
+@functools.lru_cache(maxsize=16)
+def _sequential_functions(apply_fn, protocol, loss):
+  """Jitted single-copy init, evaluation and block, cached (data are arguments)."""
+
+  def program(data):
+    return _Program(apply_fn, protocol, loss, data[:2], data[2:4], data[4])
+
+  init = jax.jit(lambda p, lr: program((None,) * 5).init(p, lr))
+  evaluate = jax.jit(lambda data, p: program(data).evaluate(p))
+  block = jax.jit(lambda data, carry, lr, idx: program(data).block(carry, lr, idx))
+  return init, evaluate, block
+
+
 def _run_sequential(prog: _Program, params, lrs, indices):
-  init = jax.jit(prog.init)
-  block = jax.jit(prog.block)
-  first = jax.jit(prog.evaluate)(params)
+  protocol = dataclasses.replace(prog.protocol, learning_rates=prog.protocol.lr_grid[0])
+  init, evaluate, block = _sequential_functions(prog.apply_fn, protocol, prog.loss)
+  data = (prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference)
+  first = evaluate(data, params)
   e = prog.protocol.eval_every
   rows = []
   for k in range(lrs.shape[0]):
     carry = init(params, lrs[k])
     curve = [first]
     for g in range(prog.protocol.max_steps // e):
-      carry, metrics = block(carry, lrs[k], indices[k, g * e : (g + 1) * e])
+      carry, metrics = block(data, carry, lrs[k], indices[k, g * e : (g + 1) * e])
       curve.append(metrics)
     rows.append(jnp.stack(curve))
   return jnp.stack(rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _canonical(apply_fn):
+  return canonicalize_convs(apply_fn)  # one wrapper per apply_fn: jit caches hit
 
 
 _RUNNERS = {
@@ -387,7 +417,8 @@ def relearn(
       every process must call ``relearn`` with the same arguments; every process
       gets the whole result.
     canonical_convs: rewrite plain convolutions so that their gradients use
-      XLA:CPU's fast layout (same values); ``None``: on CPU only.
+      XLA:CPU's fast layout (same values); ``None``: on CPU, for the
+      one-program formulations (whose steps run inside ``lax.scan``).
 
   Returns:
     A :class:`RelearnResult`.
@@ -409,10 +440,11 @@ def relearn(
       raise ValueError(
           f"mesh axes {mesh.axis_names}: expected one axis named {TRAJECTORY_AXIS!r}."
       )
-  if canonical_convs is None:
-    canonical_convs = jax.default_backend() == "cpu"
+  if canonical_convs is None:  # needed inside loops only: XLA canonicalises the rest
+    canonical_convs = (jax.default_backend() == "cpu"
+                       and formulation in SHARDED_FORMULATIONS)
   if canonical_convs:
-    apply_fn = canonicalize_convs(apply_fn)
+    apply_fn = _canonical(apply_fn)
   x, y = relearn_data
   if x.shape[0] == 0:
     raise ValueError("relearn_data is empty: nothing to relearn.")

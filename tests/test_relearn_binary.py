@@ -1,0 +1,53 @@
+"""experiments/relearn.py: RCD of a checkpoint against a reference, from a config."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import relearn as relearn_bin
+from experiments.configs import fashion_mnist
+from ieu_jax import checkpoints
+from ieu_jax import models
+
+
+def _config():
+  c = fashion_mnist.get_config("small")
+  c.data.name, c.data.max_train, c.data.max_test = "digits", None, None
+  c.model.features, c.model.hidden = (4, 8), 16
+  c.rcd.max_steps, c.rcd.num_trajectories, c.rcd.relearn_size = 12, 3, 48
+  c.rcd.learning_rates, c.rcd.momentum, c.rcd.tolerance = 0.1, 0.9, 5.0
+  return c
+
+
+def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
+  config = _config()
+  init_fn, _ = models.build_model("cnn", 10, (8, 8, 1), features=(4, 8), hidden=16)
+  paths = {}
+  for name, seed in (("a", 0), ("b", 1)):
+    paths[name] = str(tmp_path / name)
+    checkpoints.save_params(paths[name], init_fn(jax.random.key(seed)))
+  with pytest.raises(ValueError, match="--original"):
+    relearn_bin.relearn_checkpoints(config, paths["a"], paths["b"])
+  out = relearn_bin.relearn_checkpoints(config, paths["a"], paths["b"], threshold=40.0)
+  ck, ref = out["checkpoint"], out["reference"]
+  assert out["threshold"] == 40.0 and len(ck["first_hit"]) == 3
+  assert out["protocol"]["num_trajectories"] == 3
+  assert min(ck["first_hit"]) > 0 and ck["censored_frac"] == 0.0  # relearns, not at once
+  assert ck["steps_mean"] == pytest.approx(np.mean(ck["first_hit"]))
+  hits = [h for h in ref["first_hit"] if h >= 0]
+  assert hits and ref["censored_frac"] == pytest.approx(1 - len(hits) / 3)
+  assert out["normalized"] == pytest.approx(ck["steps_mean"] / np.mean(hits))
+  # Against itself, a checkpoint's RCD is exactly 1 (same keys, same data orders).
+  same = relearn_bin.relearn_checkpoints(config, paths["b"], paths["b"], original=paths["a"])
+  assert same["checkpoint"]["first_hit"] == same["reference"]["first_hit"]
+  assert same["normalized"] == 1.0
+  assert 0.0 < same["threshold"] < 100.0  # from the original's accuracy, minus tolerance
+  json.dumps(out)  # serialisable as written by the binary
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    relearn_bin.relearn_checkpoints(_config(), str(tmp_path / "x"), str(tmp_path / "y"),
+                                    threshold=50.0)
