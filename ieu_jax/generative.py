@@ -560,11 +560,11 @@ def _fingerprint(config: ml_collections.ConfigDict, what: str, *parts: str) -> s
 
 
 def _cached(workdir, name, fingerprint, like, train):
-  """Restores ``workdir/checkpoints/name-fingerprint`` or trains and saves it."""
+  """Restores ``workdir/checkpoints/name-fingerprint`` (time None) or trains and saves it."""
   path = os.path.join(workdir, "checkpoints", f"{name}-{fingerprint}")
   if checkpoints.exists(path):
     logging.info("phase %s: restoring %s", name, path)
-    return checkpoints.restore_params(path, like), 0.0
+    return checkpoints.restore_params(path, like), None  # no training time: restored
   logging.info("phase %s: training", name)
   start = time.perf_counter()
   params = jax.block_until_ready(train())
@@ -649,7 +649,8 @@ def _markdown(results) -> str:
     lines.append(
         f"| {m['name']} | {_fmt(m['forget_rate'])} | {_fmt(m['retain_rate'])} | {_fmt(m['fd'], 2)}"
         f" | {_fmt(r['steps_mean'])} ± {_fmt(r['steps_std'])} | {_fmt(100 * r['censored_frac'], 0)}%"
-        f" | {_fmt(r['normalized'], 2)} | {_fmt(m['runtime_s'])} | {', '.join(m['flags'])} |")
+        f" | {_fmt(r['normalized'], 2)}"
+        f" | {'restored' if m['runtime_s'] is None else _fmt(m['runtime_s'])} | {', '.join(m['flags'])} |")
   lines += [
       "",
       f"Evaluation classifier: test accuracy {_fmt(results['classifier_test_accuracy'])}% on"

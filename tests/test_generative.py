@@ -84,7 +84,7 @@ def _toy_problem():
 
 def test_saliency_mask_keeps_the_top_fraction():
   problem = _toy_problem()
-  mask = generative.saliency_mask(problem, jax.random.key(1), 0.5)
+  mask = generative.saliency_mask(problem, jax.random.key(1), 0.25)
   flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)])
   assert set(np.unique(flat)) <= {0.0, 1.0}
   # 12 weights, but the rows of E for labels never seen have zero gradient.
@@ -92,7 +92,7 @@ def test_saliency_mask_keeps_the_top_fraction():
                                         problem.forget.y[:256], jax.random.key(1))
   g = np.concatenate([np.abs(np.ravel(v)) for v in jax.tree.leaves(grads)])
   assert np.all(g[flat == 1] >= g[flat == 0].max())
-  assert flat.sum() == np.sum(g >= np.quantile(g, 0.5))
+  assert flat.sum() == np.sum(g >= np.quantile(g, 0.75)) and 0 < flat.sum() <= 0.5 * g.size
 
 
 def test_relearn_generator_first_hit_and_censoring():
