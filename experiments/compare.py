@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import distributed
-from ieu_jax import experiment
+from ieu_jax import _io
 from ieu_jax import protocol
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
@@ -37,7 +37,7 @@ def main(argv):
   if jax.process_index() != 0:
     return
   with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
-    json.dump(experiment._json_safe({"aggregate": by_scenario,  # pylint: disable=protected-access
+    json.dump(_io.json_safe({"aggregate": by_scenario,
                                      "claims": {s: protocol.claims(a) for s, a in by_scenario.items()}}),
               f, indent=2)
   if _RESULTS_DOC.value:

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from ieu_jax import _metrics
+from ieu_jax import _io
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
@@ -107,7 +108,7 @@ def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
   elapsed = time.perf_counter() - start
   checkpoints.save_params(path, params)
   if jax.process_index() == 0:
-    _write_atomic(path + ".json", json.dumps({"training_time_s": elapsed}))
+    _io.write_atomic(path + ".json", json.dumps({"training_time_s": elapsed}))
   return params, elapsed, False
 
 
@@ -161,32 +162,6 @@ def _protocol(config, threshold: float) -> _rcd.RelearnProtocol:
   )
 
 
-def _json_safe(x):
-  if isinstance(x, dict):
-    return {k: _json_safe(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_json_safe(v) for v in x]
-  if isinstance(x, (np.floating, float)):
-    return float(x) if math.isfinite(x) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
-def _write_atomic(path: str, data: bytes | str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  mode = "wb" if isinstance(data, bytes) else "w"
-  with open(tmp, mode) as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def _fmt(v, digits=2):
-  if v is None or (isinstance(v, float) and not math.isfinite(v)):
-    return "n/a"
-  return f"{v:.{digits}f}"
-
-
 def _markdown(results) -> str:
   lines = [
       f"# Unlearning results: {results['config']['data']['name']},"
@@ -194,7 +169,7 @@ def _markdown(results) -> str:
       "",
       "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
       " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps until forget accuracy"
-      f" >= {_fmt(results['rcd_threshold'])}% (mean ± std over uncensored trajectories,"
+      f" >= {_io.fmt(results['rcd_threshold'])}% (mean ± std over uncensored trajectories,"
       " censored share), normalised by Retrain's.",
       "",
       "| method | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | censored | RCD norm. | time (s) | flags |",
@@ -203,21 +178,21 @@ def _markdown(results) -> str:
   for m in results["methods"]:
     r = m["rcd"]
     lines.append(
-        f"| {m['name']} | {_fmt(m['UA'])} | {_fmt(m['RA'])} | {_fmt(m['TA'])} | {_fmt(m['MIA'])}"
-        f" | {_fmt(m['avg_gap'])} | {_fmt(m['avg_gap_rcd'])}"
-        f" | {_fmt(r['steps_mean'], 1)} ± {_fmt(r['steps_std'], 1)} | {_fmt(100 * r['censored_frac'], 0)}%"
-        f" | {_fmt(r['normalized'])} | {_fmt(m['runtime_s'], 1)} | {', '.join(m['flags']) or ''} |"
+        f"| {m['name']} | {_io.fmt(m['UA'])} | {_io.fmt(m['RA'])} | {_io.fmt(m['TA'])} | {_io.fmt(m['MIA'])}"
+        f" | {_io.fmt(m['avg_gap'])} | {_io.fmt(m['avg_gap_rcd'])}"
+        f" | {_io.fmt(r['steps_mean'], 1)} ± {_io.fmt(r['steps_std'], 1)} | {_io.fmt(100 * r['censored_frac'], 0)}%"
+        f" | {_io.fmt(r['normalized'])} | {_io.fmt(m['runtime_s'], 1)} | {', '.join(m['flags']) or ''} |"
     )
   for f in results["failed"]:
     lines.append(f"| {f['name']} | failed: {f['error']} |")
   o = results["original"]
   lines += [
       "",
-      f"Original model: train accuracy {_fmt(o['train_accuracy'])}%, forget accuracy"
-      f" {_fmt(100 - o['UA'])}%, retain {_fmt(o['RA'])}%, test {_fmt(o['TA'])}%, MIA {_fmt(o['MIA'])}.",
+      f"Original model: train accuracy {_io.fmt(o['train_accuracy'])}%, forget accuracy"
+      f" {_io.fmt(100 - o['UA'])}%, retain {_io.fmt(o['RA'])}%, test {_io.fmt(o['TA'])}%, MIA {_io.fmt(o['MIA'])}.",
       f"Memorisation gap on the forget set (original - retrained forget accuracy):"
-      f" {_fmt(results['memorization_gap'])} points.",
-      f"Wall time: {_fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
+      f" {_io.fmt(results['memorization_gap'])} points.",
+      f"Wall time: {_io.fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
   ]
   return "\n".join(lines) + "\n"
 
@@ -426,10 +401,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
   }
   results["wall_time_s"] = time.perf_counter() - wall_start
-  results = _json_safe(results)
+  results = _io.json_safe(results)
   if writer:
-    _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-    _write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
+    _io.write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    _io.write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
     _plot(os.path.join(workdir, "relearning.png"), curves, threshold)
     logging.info("wrote results.json, results.md, relearning.png to %s", workdir)
   return results

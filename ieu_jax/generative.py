@@ -56,6 +56,7 @@ import optax
 import scipy.linalg
 from absl import logging
 
+from ieu_jax import _io
 from ieu_jax import _rcd
 from ieu_jax import _transforms
 from ieu_jax import checkpoints
@@ -600,33 +601,6 @@ def _protocol(config, threshold) -> GenRelearnProtocol:
       threshold=float(threshold))
 
 
-def _json_safe(x):
-  if isinstance(x, dict):
-    return {str(k): _json_safe(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_json_safe(v) for v in x]
-  if isinstance(x, (np.floating, float)):
-    return float(x) if math.isfinite(x) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  if isinstance(x, np.ndarray):
-    return _json_safe(x.tolist())
-  return x
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def _fmt(v, digits=1):
-  if v is None or (isinstance(v, float) and not math.isfinite(v)):
-    return "n/a"
-  return f"{v:.{digits}f}"
-
-
 def _markdown(results) -> str:
   c = results["forget_class"]
   lines = [
@@ -637,7 +611,7 @@ def _markdown(results) -> str:
       " assigns to it (lower is better). Retain rate: the same, averaged over the retained"
       " classes (higher is better). FD: Frechet distance between generated and real"
       " retained-class images in the classifier's penultimate features (lower is better)."
-      f" RCD: relearning steps until the forget rate reaches {_fmt(results['rcd_threshold'])}%"
+      f" RCD: relearning steps until the forget rate reaches {_io.fmt(results['rcd_threshold'])}%"
       f" (tested every {results['rcd_protocol']['eval_every']} steps; mean ± std over"
       " uncensored trajectories, censored share), normalised by Retrain's.",
       "",
@@ -647,18 +621,18 @@ def _markdown(results) -> str:
   for m in results["models"]:
     r = m["rcd"]
     lines.append(
-        f"| {m['name']} | {_fmt(m['forget_rate'])} | {_fmt(m['retain_rate'])} | {_fmt(m['fd'], 2)}"
-        f" | {_fmt(r['steps_mean'])} ± {_fmt(r['steps_std'])} | {_fmt(100 * r['censored_frac'], 0)}%"
-        f" | {_fmt(r['normalized'], 2)}"
-        f" | {'restored' if m['runtime_s'] is None else _fmt(m['runtime_s'])} | {', '.join(m['flags'])} |")
+        f"| {m['name']} | {_io.fmt(m['forget_rate'])} | {_io.fmt(m['retain_rate'])} | {_io.fmt(m['fd'], 2)}"
+        f" | {_io.fmt(r['steps_mean'])} ± {_io.fmt(r['steps_std'])} | {_io.fmt(100 * r['censored_frac'], 0)}%"
+        f" | {_io.fmt(r['normalized'], 2)}"
+        f" | {'restored' if m['runtime_s'] is None else _io.fmt(m['runtime_s'])} | {', '.join(m['flags'])} |")
   lines += [
       "",
-      f"Evaluation classifier: test accuracy {_fmt(results['classifier_test_accuracy'])}% on"
+      f"Evaluation classifier: test accuracy {_io.fmt(results['classifier_test_accuracy'])}% on"
       f" {results['sizes']['test']} test images of the classes used. FD of real test vs real"
-      f" train images (the noise floor at this sample size): {_fmt(results['fd_real_floor'], 2)}.",
+      f" train images (the noise floor at this sample size): {_io.fmt(results['fd_real_floor'], 2)}.",
       f"Samples: {results['eval']['samples_per_class']} per class, DDIM"
       f" {results['eval']['sample_steps']} steps, guidance {results['eval']['guidance_scale']}.",
-      f"Wall time: {_fmt(results['wall_time_s'])} s on {results['devices']}.",
+      f"Wall time: {_io.fmt(results['wall_time_s'])} s on {results['devices']}.",
   ]
   return "\n".join(lines) + "\n"
 
@@ -898,10 +872,10 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
   }
   results["wall_time_s"] = time.perf_counter() - wall_start
-  results = _json_safe(results)
+  results = _io.json_safe(results)
   if writer:
-    _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-    _write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
+    _io.write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    _io.write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
     _plot_grid(os.path.join(workdir, "samples.png"), grids, classes, forget_class)
     logging.info("wrote results.json, results.md, samples.png to %s", workdir)
   return results

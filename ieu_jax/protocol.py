@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
+from ieu_jax import _io
 from ieu_jax import _metrics
 from ieu_jax import experiment
 from ieu_jax import training
@@ -104,7 +105,7 @@ def search(
                             "grid": grid, "candidates": rows}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "search.json"), "w") as f:
-    json.dump(experiment._json_safe(out), f, indent=2)  # pylint: disable=protected-access
+    json.dump(_io.json_safe(out), f, indent=2)
   return out
 
 
@@ -294,6 +295,6 @@ def results_document(
     parts.append("Claims on this scenario:\n")
     for key, c in claims(agg).items():
       detail = {k: v for k, v in c.items() if k != "supported"}
-      parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(experiment._json_safe(detail))}`")  # pylint: disable=protected-access
+      parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(_io.json_safe(detail))}`")
     parts.append("")
   return "\n".join(parts) + "\n"
