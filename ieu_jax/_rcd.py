@@ -262,6 +262,16 @@ def _global(x, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
 
 
+def _program_key(protocol: RelearnProtocol) -> RelearnProtocol:
+  """The protocol with what the compiled programs do not depend on made constant.
+
+  Learning rates are arguments; the criterion, threshold and K are applied on the
+  host or come with the shapes. Equal keys share cached programs.
+  """
+  return dataclasses.replace(protocol, learning_rates=1.0, threshold=0.0,
+                             criterion="loss", num_trajectories=1)
+
+
 @functools.lru_cache(maxsize=16)
 def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
   """The jitted init and run programs, cached so repeated calls do not recompile."""
@@ -284,8 +294,7 @@ def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
   run = jax.jit(jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), P(), spec, spec),
                               out_specs=spec, check_vma=False))
   gather = jax.jit(lambda c: c, out_shardings=NamedSharding(mesh, P()))
-  # One sharding as out_shardings applies to every leaf of the state.
-  return jax.jit(init, out_shardings=sharded), run, gather
+  return init, run, gather
 
 
 def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str):
@@ -302,12 +311,16 @@ def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str
   data = rep((prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference))
   lrs, indices = _global(lrs, sharded), _global(indices, sharded)
   # Learning rates are arguments, not part of the program: key the cache without them.
-  protocol = dataclasses.replace(prog.protocol, learning_rates=prog.protocol.lr_grid[0])
+  protocol = _program_key(prog.protocol)
   init, run, gather = _sharded_functions(prog.apply_fn, protocol, prog.loss, local, mesh)
 
   # The trajectory state is created already sharded along the trajectory axis:
-  # each device writes only its share (no unsharded copy is ever built).
-  carry = init(params, lrs)
+  # its shapes first (no computation), then a program in which each device writes
+  # only its share (no unsharded copy is ever built). ``init`` is cached, so
+  # this jit hits JAX's caches on repeated calls.
+  state_shape = jax.eval_shape(init, params, lrs)
+  carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: sharded, state_shape))(
+      params, lrs)
   curves = run(carry, params, data, lrs, indices)
   # Every process gets every trajectory's curves (small): gather, then drop the padding.
   return np.asarray(gather(curves).addressable_data(0))[:k]
@@ -341,7 +354,7 @@ def _sequential_functions(apply_fn, protocol, loss):
 
 
 def _run_sequential(prog: _Program, params, lrs, indices):
-  protocol = dataclasses.replace(prog.protocol, learning_rates=prog.protocol.lr_grid[0])
+  protocol = _program_key(prog.protocol)
   init, evaluate, block = _sequential_functions(prog.apply_fn, protocol, prog.loss)
   data = (prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference)
   first = evaluate(data, params)

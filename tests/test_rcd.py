@@ -1,5 +1,6 @@
 """RCD against an independent float64 recomputation, censoring, and formulations."""
 
+import dataclasses
 import math
 
 import jax
@@ -158,3 +159,28 @@ def test_bad_input_is_named():
     ieu_jax.RelearnProtocol(max_steps=10, eval_every=3)
   with pytest.raises(ValueError, match="learning_rates"):
     ieu_jax.RelearnProtocol(learning_rates=(0.1, -1.0))
+
+
+@pytest.mark.parametrize("formulation", ["map_scan", "vmap_scan", "sequential"])
+def test_repeated_calls_do_not_retrace(formulation):
+  x, y, w0 = _problem(3)
+  traces = []
+
+  def apply(w, inputs):
+    traces.append(inputs.shape)  # runs only while tracing
+    return inputs @ w
+
+  protocol = ieu_jax.RelearnProtocol(learning_rates=(0.1, 0.2), batch_size=8, max_steps=4,
+                                     num_trajectories=2, criterion="loss", threshold=0.1)
+  data = (jnp.asarray(x, jnp.float32), jnp.asarray(y))
+  first = ieu_jax.relearn(jnp.asarray(w0, jnp.float32), apply, data, protocol,
+                          jax.random.key(0), formulation=formulation)
+  n = len(traces)
+  assert n > 0
+  # Other weights, other keys, other learning rates: the same compiled programs.
+  second = ieu_jax.relearn(jnp.asarray(w0 * 2, jnp.float32), apply, data,
+                           dataclasses.replace(protocol, learning_rates=(0.3, 0.4)),
+                           jax.random.key(1), formulation=formulation)
+  assert len(traces) == n, f"{formulation} retraced: {traces[n:]}"
+  assert not np.allclose(first.loss, second.loss)
+  np.testing.assert_array_equal(second.learning_rate, [0.3, 0.3, 0.4, 0.4])
