@@ -269,7 +269,7 @@ def main(argv=None) -> dict:
       record("loop_traj (jax)", k, loop.traj_fn(k, steps))
     if have_torch:
       record(f"torch ({args.torch_threads} thread)", k,
-             torch_fn(params, data, k, steps, args.torch_threads), not quick)
+             torch_fn(params, data, k, steps, args.torch_threads), not quick or k == ks[0])
   kmax = max(ks)
   ours = rows[("library " + default + " *", kmax)]
   best_loop = min(v for (name, k), v in rows.items() if name.startswith("loop") and k == kmax)
