@@ -3,7 +3,11 @@
 Used by ``test_rcd_sharding.py``; not a test module itself::
 
   python tests/rcd_sharding_worker.py devices OUT.npz
-  python tests/rcd_sharding_worker.py process PORT ID COUNT OUT.npz
+  JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=I \
+      python tests/rcd_sharding_worker.py process OUT.npz
+
+The second form starts ``jax.distributed`` exactly as the experiment binaries do
+(``experiments.distributed.maybe_initialize``).
 """
 
 import sys
@@ -76,10 +80,11 @@ def main(argv):
       out.update(_flat(f"cnn.{f}.eight", run_cnn(eight, f)))
     out.update(_flat("linear.sequential", run_linear(None, "sequential")))
   else:
-    port, pid, count, path = int(argv[2]), int(argv[3]), int(argv[4]), argv[5]
-    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=count, process_id=pid,
-                               initialization_timeout=60)
-    assert jax.process_count() == count and jax.device_count() > jax.local_device_count()
+    from experiments import distributed  # pylint: disable=g-import-not-at-top
+
+    path = argv[2]
+    distributed.maybe_initialize()
+    assert jax.process_count() == 2 and jax.device_count() > jax.local_device_count()
     out.update(_flat("linear", run_linear()))
     out["devices"] = np.asarray(jax.device_count())
     if jax.process_index() != 0:

@@ -68,12 +68,15 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one_process(tmp_path):
+  """Started as the binaries start (``maybe_initialize`` from the environment)."""
   out = tmp_path / "processes.npz"
   port = _free_port()
   procs = [
-      subprocess.Popen([sys.executable, str(WORKER), "process", str(port), str(i), "2",
-                        str(out)], env=_env(2), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
+      subprocess.Popen([sys.executable, str(WORKER), "process", str(out)],
+                       env=dict(_env(2), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i),
+                                PYTHONPATH=str(WORKER.parents[1])),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)
   ]
   logs = []
