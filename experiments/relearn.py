@@ -18,7 +18,6 @@ runs this binary (``jax.distributed`` starts from the environment, see
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import distributed
+from ieu_jax import _io
 from ieu_jax import _metrics
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
@@ -135,11 +135,7 @@ def main(argv):
         f" {100 * c['censored_frac']:.0f}%), reference {r['steps_mean']:.1f}"
         f" (censored {100 * r['censored_frac']:.0f}%), normalised {out['normalized']:.3f}")
   if _OUTPUT.value and jax.process_index() == 0:
-    text = json.dumps(experiment._json_safe(out), indent=2)  # pylint: disable=protected-access
-    tmp = f"{_OUTPUT.value}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, _OUTPUT.value)
+    _io.write_atomic(_OUTPUT.value, json.dumps(_io.json_safe(out), indent=2))
 
 
 if __name__ == "__main__":
