@@ -32,9 +32,7 @@ from ieu_jax import _io
 from ieu_jax import _metrics
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
-from ieu_jax import data as data_lib
 from ieu_jax import experiment
-from ieu_jax import models
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint to measure.", required=True)
@@ -75,28 +73,16 @@ def relearn_checkpoints(
   """
   if original is None and threshold is None:
     raise ValueError("give --original (threshold from its accuracy) or --threshold.")
-  splits = data_lib.load_dataset(
-      config.data.name, data_dir=config.data.get("data_dir"), val_size=config.data.val_size,
-      seed=int(config.seed), max_train=config.data.get("max_train"),
-      max_test=config.data.get("max_test"),
-  )
-  fs = data_lib.select_forget(
-      splits.train, mode=config.forget.mode, fraction=float(config.forget.fraction),
-      forget_class=config.forget.get("forget_class"), seed=int(config.seed),
-  )
-  model_kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in config.model.to_dict().items() if k != "name"}
-  init_fn, apply_fn = models.build_model(
-      config.model.name, splits.train.num_classes, fs.train.x.shape[1:], **model_kwargs)
+  _, fs, init_fn, apply_fn = experiment.data_and_model(config)
   like = jax.eval_shape(init_fn, jax.random.key(0))
   load = lambda path: checkpoints.restore_params(path, like)
-  relearn_data = experiment._relearn_set(fs, config)  # pylint: disable=protected-access
+  relearn_data = experiment.relearn_set(fs, config)
   orig = load(original) if original else None
   if threshold is None:
     acc = _metrics.accuracy(apply_fn, orig, *relearn_data, batch_size=int(config.eval.batch_size))
     threshold = acc - float(config.rcd.tolerance)
-  protocol = experiment._protocol(config, threshold)  # pylint: disable=protected-access
-  key = jax.random.fold_in(jax.random.key(int(config.seed)), experiment._KEY_RCD)  # pylint: disable=protected-access
+  protocol = experiment.relearn_protocol(config, threshold)
+  key = experiment.rcd_key(config)
 
   def run(path):
     result = _rcd.relearn(load(path), apply_fn, relearn_data, protocol, key,

@@ -275,7 +275,6 @@ def _program_key(protocol: RelearnProtocol) -> RelearnProtocol:
 @functools.lru_cache(maxsize=16)
 def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
   """The jitted init and run programs, cached so repeated calls do not recompile."""
-  sharded = NamedSharding(mesh, P(TRAJECTORY_AXIS))
 
   def program(data):
     return _Program(apply_fn, protocol, loss, data[:2], data[2:4], data[4])

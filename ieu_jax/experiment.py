@@ -44,7 +44,18 @@ from ieu_jax import models
 from ieu_jax import training
 from ieu_jax.methods import retrain as retrain_lib
 
-__all__ = ["Setup", "prepare", "run_experiment", "method_names", "rcd_gap", "relearn_auc"]
+__all__ = [
+    "Setup",
+    "data_and_model",
+    "method_names",
+    "prepare",
+    "rcd_gap",
+    "rcd_key",
+    "relearn_auc",
+    "relearn_protocol",
+    "relearn_set",
+    "run_experiment",
+]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
 _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
@@ -141,7 +152,7 @@ def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str,
   return row
 
 
-def _relearn_set(fs, config):
+def relearn_set(fs, config):
   """The attacker's ``m`` forget examples (a fixed subset, drawn from the seed)."""
   m = min(int(config.rcd.relearn_size), len(fs.forget))
   rng = np.random.default_rng([int(config.seed), 17])
@@ -150,7 +161,7 @@ def _relearn_set(fs, config):
   return subset.x, subset.y
 
 
-def _protocol(config, threshold: float) -> _rcd.RelearnProtocol:
+def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
   r = config.rcd
   lrs = r.learning_rates
   lrs = tuple(lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
@@ -243,7 +254,7 @@ class Setup:
     """RCD's relearning trajectories from ``params`` (same keys for every model)."""
     return _rcd.relearn(
         params, self.apply_fn, self.relearn_data, self.protocol,
-        jax.random.fold_in(self.root_key, _KEY_RCD), reference_params=self.original,
+        rcd_key(self.config), reference_params=self.original,
         formulation=self.config.rcd.get("formulation") or None,
     )
 
@@ -265,9 +276,8 @@ class Setup:
     return params, time.perf_counter() - start
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
-  """Loads the data, trains or restores the original and retrained models."""
-  root = jax.random.key(int(config.seed))
+def data_and_model(config: ml_collections.ConfigDict):
+  """``(splits, forget_split, init_fn, apply_fn)`` exactly as the pipeline builds them."""
   logging.info("phase data: loading %s", config.data.name)
   splits = data_lib.load_dataset(
       config.data.name, data_dir=config.data.get("data_dir"), val_size=config.data.val_size,
@@ -278,15 +288,27 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
       splits.train, mode=config.forget.mode, fraction=float(config.forget.fraction),
       forget_class=config.forget.get("forget_class"), seed=int(config.seed),
   )
-  num_classes = splits.train.num_classes
   logging.info("data: %d train (%d forget, %d retain), %d val, %d test, %d classes",
                len(fs.train), len(fs.forget), len(fs.retain), len(splits.val),
-               len(splits.test), num_classes)
+               len(splits.test), splits.train.num_classes)
   model_kwargs = {k: (tuple(v) if isinstance(v, list) else v)
                   for k, v in config.model.to_dict().items() if k != "name"}
   init_fn, apply_fn = models.build_model(
-      config.model.name, num_classes, fs.train.x.shape[1:], **model_kwargs
+      config.model.name, splits.train.num_classes, fs.train.x.shape[1:], **model_kwargs
   )
+  return splits, fs, init_fn, apply_fn
+
+
+def rcd_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The key of RCD's data orders: the same for every model compared under ``config``."""
+  return jax.random.fold_in(jax.random.key(int(config.seed)), _KEY_RCD)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """Loads the data, trains or restores the original and retrained models."""
+  root = jax.random.key(int(config.seed))
+  splits, fs, init_fn, apply_fn = data_and_model(config)
+  num_classes = splits.train.num_classes
   original, t_orig, restored_orig = _train_or_restore(
       workdir, config, "original", init_fn, apply_fn, fs.train,
       jax.random.fold_in(root, _KEY_ORIGINAL))
@@ -297,10 +319,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
       apply_fn=apply_fn, init_fn=init_fn, original=original, forget=fs.forget,
       retain=fs.retain, num_classes=num_classes, train=config.train.to_dict(),
   )
-  relearn_data = _relearn_set(fs, config)
+  relearn_data = relearn_set(fs, config)
   orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data,
                                        batch_size=int(config.eval.batch_size))
-  protocol = _protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
+  protocol = relearn_protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
   return Setup(
       config=config, splits=splits, forget_split=fs, init_fn=init_fn, apply_fn=apply_fn,
       original=original, retrained=retrained,
