@@ -51,8 +51,24 @@ def main(argv):
         shutil.copy(src, os.path.join(fig_dir, f"relearning_{s}.png"))
         figures[s] = f"figures/relearning_{s}.png"
     command = "python -m experiments.compare " + " ".join(sys.argv[1:])
-    with open(_RESULTS_DOC.value, "w") as f:
-      f.write(protocol.results_document(by_scenario, command=command, figures=figures))
+    generated = protocol.results_document(by_scenario, command=command, figures=figures)
+    _io.write_atomic(_RESULTS_DOC.value, _splice(_RESULTS_DOC.value, generated))
+
+
+_START, _END = "<!-- generated: start -->", "<!-- generated: end -->"
+
+
+def _splice(path: str, generated: str) -> str:
+  """Replaces only the generated part of an existing page; hand-written text stays."""
+  block = f"{_START}\n{generated}{_END}\n"
+  try:
+    with open(path) as f:
+      old = f.read()
+  except OSError:
+    return block
+  if _START in old and _END in old:
+    return old[: old.index(_START)] + block + old[old.index(_END) + len(_END) + 1:]
+  return block
 
 
 if __name__ == "__main__":

@@ -138,11 +138,28 @@ def sweep(
   for scenario in scenarios:
     runs[scenario] = []
     for seed in seeds:
-      logging.info("sweep: %s seed %d", scenario, seed)
       run_dir = os.path.join(workdir, scenario, f"seed{seed}")
-      runs[scenario].append(
-          experiment.run_experiment(scenario_config(config, scenario, seed), run_dir))
+      cell = scenario_config(config, scenario, seed)
+      done = _finished_run(run_dir, cell)
+      if done is not None:
+        logging.info("sweep: %s seed %d: reusing %s/results.json", scenario, seed, run_dir)
+        runs[scenario].append(done)
+        continue
+      logging.info("sweep: %s seed %d", scenario, seed)
+      runs[scenario].append(experiment.run_experiment(cell, run_dir))
   return runs
+
+
+def _finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
+  path = os.path.join(run_dir, "results.json")
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError):
+    return None
+  same = results.get("config") == _io.json_safe(config.to_dict())
+  return results if same else None
 
 
 _FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
@@ -156,7 +173,10 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
   is missing from it).
   """
   table: dict[str, dict[str, list[float]]] = {}
+  failures: dict[str, int] = {}
   for run in runs:
+    for f in run.get("failed", []):
+      failures[f["name"]] = failures.get(f["name"], 0) + 1
     for m in run["methods"]:
       row = table.setdefault(m["name"], {})
       for f in _FIELDS:
@@ -164,8 +184,11 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
       for f in ("steps_mean", "censored_frac", "normalized"):
         row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
   out = {}
+  for name, count in failures.items():
+    if name not in table:  # failed on every seed: a row that says so
+      out[name] = {"n": 0, "failed": count}
   for name, row in table.items():
-    out[name] = {"n": len(row["UA"])}
+    out[name] = {"n": len(row["UA"]), "failed": failures.get(name, 0)}
     for f, values in row.items():
       v = np.asarray(values, np.float64)
       ok = v[np.isfinite(v)]
@@ -187,7 +210,8 @@ def rank_correlation(agg: Mapping[str, Mapping[str, Any]]) -> tuple[float, float
   left out.
   """
   pairs = [(v["rcd_steps_mean"][0], v["relearn_auc"][0]) for v in agg.values()
-           if math.isfinite(v["rcd_steps_mean"][0]) and math.isfinite(v["relearn_auc"][0])]
+           if v["n"] and math.isfinite(v["rcd_steps_mean"][0])
+           and math.isfinite(v["relearn_auc"][0])]
   if len(pairs) < 3:
     return math.nan, math.nan, len(pairs)
   rho, p = stats.spearmanr([a for a, _ in pairs], [b for _, b in pairs])
@@ -207,12 +231,16 @@ def _fmt(pair, digits=2):
 def scenario_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
   """A markdown table of one scenario's aggregated results."""
   lines = [
-      "| method | n | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | RCD norm. | censored | relearn AUC | time (s) |",
+      "| method | n (failed) | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | RCD norm. | censored | relearn AUC | time (s) |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, v in agg.items():
+    n = f"{v['n']}" + (f" ({v['failed']} diverged)" if v.get("failed") else "")
+    if not v["n"]:
+      lines.append(f"| {name} | {n} |" + " |" * 12)
+      continue
     lines.append(
-        f"| {name} | {v['n']} | {_fmt(v['UA'])} | {_fmt(v['RA'])} | {_fmt(v['TA'])} | {_fmt(v['MIA'])}"
+        f"| {name} | {n} | {_fmt(v['UA'])} | {_fmt(v['RA'])} | {_fmt(v['TA'])} | {_fmt(v['MIA'])}"
         f" | {_fmt(v['avg_gap'])} | {_fmt(v['avg_gap_rcd'])} | {_fmt(v['rcd_steps_mean'], 1)}"
         f" | {_fmt(v['rcd_normalized'])} | {_fmt((100 * v['rcd_censored_frac'][0], 100 * v['rcd_censored_frac'][1]), 0)}%"
         f" | {_fmt(v['relearn_auc'], 1)} | {_fmt(v['runtime_s'], 1)} |")
@@ -227,10 +255,15 @@ def claims(agg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
   the difference exceeds the sum of the two standard deviations.
   """
   out: dict[str, dict[str, Any]] = {}
+  diverged = sorted(k for k, v in agg.items() if not v["n"])
+  agg = {k: v for k, v in agg.items() if v["n"]}  # methods with results on some seed
+
+  def missing(name):
+    return f"{name} diverged on every seed" if name in diverged else f"{name} was not run"
 
   def compare(field, better):  # better: 'lower' or 'higher'
     if "IEU" not in agg:
-      return {"supported": None, "why": "IEU missing"}
+      return {"supported": None, "why": missing("IEU")}
     ieu = agg["IEU"][field]
     rows, ok, clear = {}, True, True
     for b in _BASELINES:
@@ -261,14 +294,15 @@ def claims(agg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         "rule": "Noisy's Avg. Gap among the 3 lowest, with RA within 5 points of Retrain's",
     }
   else:
-    out["4_noisy_tradeoff"] = {"supported": None, "why": "Noisy missing"}
+    out["4_noisy_tradeoff"] = {"supported": None, "why": missing("Noisy")}
   if "Noisy" in agg and "GA+Noisy" in agg:
     n_gap, gn_gap = agg["Noisy"]["avg_gap"], agg["GA+Noisy"]["avg_gap"]
     out["5_ga_noisy_no_better"] = {"supported": bool(gn_gap[0] >= n_gap[0] - n_gap[1]),
                                    "Noisy": n_gap[0], "GA+Noisy": gn_gap[0],
                                    "rule": "GA+Noisy's Avg. Gap not below Noisy's by more than one std"}
   else:
-    out["5_ga_noisy_no_better"] = {"supported": None, "why": "Noisy or GA+Noisy missing"}
+    out["5_ga_noisy_no_better"] = {
+        "supported": None, "why": "; ".join(missing(n) for n in ("Noisy", "GA+Noisy") if n not in agg)}
   return out
 
 

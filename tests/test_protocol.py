@@ -45,7 +45,16 @@ def test_aggregate_by_hand():
   # The censored seed has no mean: averaged over the defined one, counted in censoring.
   assert agg["IEU"]["rcd_steps_mean"] == (8.0, 0.0)
   assert agg["IEU"]["rcd_censored_frac"] == (0.5, 0.5)
-  assert agg["IEU"]["n"] == 2
+  assert agg["IEU"]["n"] == 2 and agg["IEU"]["failed"] == 0
+  # A method that diverged on every seed is a row that says so, and claims skip it.
+  runs[0]["failed"] = runs[1]["failed"] = [{"name": "GA", "error": "NaN"}]
+  agg = protocol.aggregate(runs)
+  assert agg["GA"] == {"n": 0, "failed": 2}
+  assert "| GA | 0 (2 diverged) |" in protocol.scenario_table(agg)
+  runs[0]["methods"] = runs[1]["methods"] = [m for m in runs[0]["methods"] if m["name"] != "IEU"]
+  runs[0]["failed"] = runs[1]["failed"] = [{"name": "IEU", "error": "NaN"}]
+  c = protocol.claims(protocol.aggregate(runs))
+  assert c["1_lower_avg_gap"] == {"supported": None, "why": "IEU diverged on every seed"}
 
 
 def test_rank_correlation_and_claims_on_constructed_aggregates():
