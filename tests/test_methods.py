@@ -350,3 +350,19 @@ def test_scrub_passes_and_unlearn():
   chex.assert_trees_all_equal(problem.original, _linear_params(1))  # the teacher stays frozen
   assert not np.allclose(params["w"], problem.original["w"])
   chex.assert_trees_all_equal(params, scrub.unlearn(problem, hp, jax.random.key(0)))
+
+
+# --- IEU's optional gradient clipping --------------------------------------------------
+
+
+def test_ieu_max_grad_norm_bounds_every_ascent_step():
+  # Large inputs make the forget gradient large; one epoch of one step each.
+  forget = _dataset(2, 8)
+  forget = data_lib.Dataset(forget.x * 100.0, forget.y, NUM_CLASSES)
+  problem = _problem(forget=forget)
+  base_hp = dict(epochs=1, learning_rate=0.1, ascent_scale=1.0, batch_size=8)
+  moved = lambda p: float(optax.tree.norm(jax.tree.map(jnp.subtract, p, problem.original)))
+  free = moved(ieu.unlearn(problem, base_hp, jax.random.key(0)))
+  clipped = moved(ieu.unlearn(problem, dict(base_hp, max_grad_norm=0.5), jax.random.key(0)))
+  assert free > 1.0  # unclipped, the single ascent step is long
+  np.testing.assert_allclose(clipped, 0.1 * 0.5, rtol=1e-5)  # exactly lr * max_grad_norm

@@ -7,6 +7,12 @@ applies :func:`ieu_jax.ieu_transform`. The paper's ablations are settings:
 * GA: ``weight_decay = noise_std = 0`` (and here, no retain term);
 * Noisy: ``ascent_scale = 0`` with noise and a retain term;
 * GA+Noisy: no decay; GA+Decay: no noise; IEU: all three.
+
+Ascent on cross-entropy is unbounded, and with a large forget set or a whole class
+it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (off by default)
+clips the forget gradient's global norm before the transformation, so no step
+moves the weights by more than ``learning_rate * ascent_scale * max_grad_norm``
+through the ascent term.
 """
 
 import jax
@@ -30,6 +36,9 @@ def unlearn(problem: base.Problem, hparams, key):
       noise_std=float(base.hp(hparams, "noise_std", 0.0)),
       key=noise_key,
   )
+  max_grad_norm = float(base.hp(hparams, "max_grad_norm", 0.0))
+  if max_grad_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
   apply_fn = problem.apply_fn
 
   def loss_of(params, batch):
