@@ -58,7 +58,6 @@ from absl import logging
 
 from ieu_jax import _io
 from ieu_jax import _rcd
-from ieu_jax import _transforms
 from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
 from ieu_jax import diffusion
@@ -66,6 +65,7 @@ from ieu_jax import models
 from ieu_jax import training
 from ieu_jax import unet as unet_lib
 from ieu_jax.methods import base
+from ieu_jax.methods import ieu as ieu_method
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = [
@@ -275,14 +275,7 @@ def _ieu(problem: GenProblem, hparams, key):
   retain_scale = float(base.hp(hparams, "retain_scale", 0.0))
   batch_size = int(base.hp(hparams, "batch_size", 64))
   noise_key, data_key = jax.random.split(key)
-  tx = _transforms.ieu_transform(
-      float(base.hp(hparams, "learning_rate")),
-      ascent_scale=float(base.hp(hparams, "ascent_scale", 1.0)),
-      retain_scale=retain_scale,
-      weight_decay=float(base.hp(hparams, "weight_decay", 0.0)),
-      noise_std=float(base.hp(hparams, "noise_std", 0.0)),
-      key=noise_key,
-  )
+  tx = ieu_method.make_transform(hparams, noise_key)
   clip = float(base.hp(hparams, "clip_norm", 0.0))
 
   def loss_and_update(params, opt_state, batch, step_key, retain_x, retain_y):

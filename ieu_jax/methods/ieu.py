@@ -24,18 +24,24 @@ from ieu_jax._steps import softmax_cross_entropy
 from ieu_jax.methods import base
 
 
-def unlearn(problem: base.Problem, hparams, key):
-  retain_scale = float(base.hp(hparams, "retain_scale", 0.0))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
-  noise_key, data_key = jax.random.split(key)
-  tx = _transforms.ieu_transform(
+def make_transform(hparams, noise_key: jax.Array) -> optax.GradientTransformationExtraArgs:
+  """:func:`ieu_jax.ieu_transform` from a method's hyperparameters (shared with the
+  generative methods)."""
+  return _transforms.ieu_transform(
       float(base.hp(hparams, "learning_rate")),
       ascent_scale=float(base.hp(hparams, "ascent_scale", 1.0)),
-      retain_scale=retain_scale,
+      retain_scale=float(base.hp(hparams, "retain_scale", 0.0)),
       weight_decay=float(base.hp(hparams, "weight_decay", 0.0)),
       noise_std=float(base.hp(hparams, "noise_std", 0.0)),
       key=noise_key,
   )
+
+
+def unlearn(problem: base.Problem, hparams, key):
+  retain_scale = float(base.hp(hparams, "retain_scale", 0.0))
+  batch_size = int(base.hp(hparams, "batch_size", 128))
+  noise_key, data_key = jax.random.split(key)
+  tx = make_transform(hparams, noise_key)
   max_grad_norm = float(base.hp(hparams, "max_grad_norm", 0.0))
   if max_grad_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
