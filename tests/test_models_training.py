@@ -44,6 +44,10 @@ def test_epoch_indices_cover_every_example(n, batch):
   idx = np.asarray(training.epoch_indices(jax.random.key(0), n, batch))
   assert idx.shape == (-(-n // min(batch, n)), min(batch, n))
   assert set(idx.ravel().tolist()) == set(range(n))
+  flat = idx.ravel()
+  pad = flat.size - n  # the last batch is filled from the start of the same permutation
+  np.testing.assert_array_equal(flat[n:], flat[:pad])
+  assert np.bincount(flat, minlength=n).max() <= 2
   other = np.asarray(training.epoch_indices(jax.random.key(1), n, batch))
   assert n < 4 or not np.array_equal(idx, other)
 
