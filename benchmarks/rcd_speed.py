@@ -235,7 +235,7 @@ def main(argv=None) -> dict:
       "" if quick else "vmap_scan,sequential")
   formulations = [default] + [f for f in extra.split(",") if f and f != default]
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     have_torch = True
   except ImportError:
     have_torch = False

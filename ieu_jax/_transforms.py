@@ -177,19 +177,24 @@ def add_weight_noise(
     del params
     return WeightNoiseState(count=jnp.zeros([], jnp.int32), key=as_key(key))
 
+  # A noise level known to be zero when the step is traced (GA, GA+Decay) draws
+  # nothing: the updates are the same, and the step compiles without one
+  # random-number generator per leaf.
+  static_zero = isinstance(noise_std, (int, float)) and noise_std == 0
+
   def update_fn(updates, state, params=None):
     del params
     std = noise_std(state.count) if callable(noise_std) else noise_std
     next_key, noise_key = jax.random.split(state.key)
+    new_state = WeightNoiseState(count=optax.safe_increment(state.count), key=next_key)
+    if static_zero:
+      return updates, new_state
     leaves, treedef = jax.tree.flatten(updates)
     leaf_keys = jax.random.split(noise_key, max(len(leaves), 1))
     noisy = [
         u + jnp.asarray(std, u.dtype) * jax.random.normal(k, u.shape, u.dtype)
         for u, k in zip(leaves, leaf_keys)
     ]
-    new_state = WeightNoiseState(
-        count=optax.safe_increment(state.count), key=next_key
-    )
     return jax.tree.unflatten(treedef, noisy), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)

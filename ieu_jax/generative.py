@@ -295,6 +295,12 @@ def _ieu(problem: GenProblem, hparams, key):
               aux=(problem.retain.x, problem.retain.y))
 
 
+@jax.jit
+def _tree_distance(a, b) -> jax.Array:
+  """``||a - b||`` over whole pytrees, one compiled program (not one per leaf)."""
+  return optax.tree.norm(jax.tree.map(lambda x, y: x - y, a, b))
+
+
 def _clip(tree, max_norm):
   norm = optax.tree.norm(tree)
   return jax.tree.map(lambda g: g * jnp.minimum(1.0, max_norm / (norm + 1e-12)), tree)
@@ -327,11 +333,15 @@ def saliency_mask(problem: GenProblem, key, fraction: float, batch_size: int = 2
   The gradient is taken at the original weights on up to ``batch_size`` forget
   images (one draw of timesteps and noise from ``key``).
   """
-  x, y = problem.forget.x[:batch_size], problem.forget.y[:batch_size]
-  grads = jax.grad(problem.forget_loss)(problem.original, x, y, key)
-  flat = jnp.concatenate([jnp.abs(g).ravel() for g in jax.tree.leaves(grads)])
-  threshold = jnp.quantile(flat, 1.0 - fraction)
-  return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(g.dtype), grads)
+
+  @jax.jit  # one program; op by op, the UNet's backward pass compiles each op
+  def mask(params, x, y, key):
+    grads = jax.grad(problem.forget_loss)(params, x, y, key)
+    flat = jnp.concatenate([jnp.abs(g).ravel() for g in jax.tree.leaves(grads)])
+    threshold = jnp.quantile(flat, 1.0 - fraction)
+    return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(g.dtype), grads)
+
+  return mask(problem.original, problem.forget.x[:batch_size], problem.forget.y[:batch_size], key)
 
 
 def _salun(problem: GenProblem, hparams, key):
@@ -509,7 +519,7 @@ def relearn_generator(
   def distance(p):
     if reference_params is None:
       return math.nan
-    return float(optax.tree.norm(jax.tree.map(lambda a, b: a - b, p, reference_params)))
+    return float(_tree_distance(p, reference_params))
 
   steps = np.arange(0, protocol.max_steps + 1, protocol.eval_every)
   first_rate, first_dist = float(rate_fn(params)), distance(params)
@@ -517,7 +527,7 @@ def relearn_generator(
   for k in range(protocol.num_trajectories):
     tkey = jax.random.fold_in(key, k)
     order = _rcd.trajectory_batch_indices(tkey, x.shape[0], protocol.max_steps, protocol.batch_size)
-    p, s = jax.tree.map(jnp.copy, params), tx.init(params)
+    p, s = training.fresh_copy((params, tx.init(params)))
     r, l, d, window = [first_rate], [math.nan], [first_dist], []
     for i in range(protocol.max_steps):
       p, s, loss = step(p, s, x, y, order[i], jax.random.fold_in(tkey, i + 1))
@@ -717,6 +727,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       int(dc.num_steps), float(dc.beta_start), float(dc.beta_end))
   label_drop = float(dc.label_drop)
   like = jax.eval_shape(u_init, root)
+  init_jit = jax.jit(u_init)  # one program; op by op, Flax's init compiles every op
   parts = ("data", "unet", "diffusion", "train")
 
   tx_and_step = []  # built on first use: nothing to compile when both are cached
@@ -729,7 +740,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       if not tx_and_step:
         tx_and_step.extend(make_ddpm_step(eps_fn, schedule, config.train.to_dict(),
                                           null_label=null_label, label_drop=label_drop))
-      return train_ddpm(u_init(init_key), eps_fn, schedule, data, config.train.to_dict(),
+      return train_ddpm(init_jit(init_key), eps_fn, schedule, data, config.train.to_dict(),
                         fit_key, null_label=null_label, label_drop=label_drop, name=name,
                         tx_and_step=tuple(tx_and_step))
     return fn

@@ -28,6 +28,7 @@ __all__ = [
     "sample_batch",
     "fit",
     "make_indexed_step",
+    "fresh_copy",
 ]
 
 
@@ -50,6 +51,19 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
   pad = num_batches * batch - num_examples
   perm = jnp.concatenate([perm, perm[:pad]])
   return perm.reshape(num_batches, batch)
+
+
+@jax.jit
+def fresh_copy(tree: Any) -> Any:
+  """A copy of ``tree`` in new buffers, every leaf placed like the step's outputs.
+
+  Two reasons to copy before a loop of donating steps: the caller's arrays stay
+  valid, and every leaf comes out of one computation, so it is committed to the
+  device. Without that, a tree that mixes committed leaves (restored weights)
+  with uncommitted ones (a fresh optimizer count) is compiled for twice: once
+  as given and once as the step returns it.
+  """
+  return jax.tree.map(jnp.copy, tree)
 
 
 def make_indexed_step(
@@ -134,8 +148,7 @@ def fit(
   n = x.shape[0]
   if n == 0:
     raise ValueError(f"{name}: no training examples.")
-  # The step donates its inputs; copy once so the caller's arrays stay valid.
-  params, opt_state = jax.tree.map(jnp.copy, (params, opt_state))
+  params, opt_state = fresh_copy((params, opt_state))
   start = last_log = time.perf_counter()
   for epoch in range(epochs):
     ekey = jax.random.fold_in(key, epoch)

@@ -74,6 +74,19 @@ def test_fit_is_deterministic_and_keeps_the_callers_params():
   assert not np.allclose(a["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
 
 
+def test_fit_compiles_its_step_once_for_restored_params_and_a_fresh_optimizer():
+  # Restored weights are committed to a device, a fresh Adam count is not; the
+  # step's outputs are all committed. Without a common placement the step is
+  # compiled twice, once for each (seconds per method on a UNet).
+  params, apply_fn, data = _linear_problem()
+  params = jax.device_put(params, jax.devices()[0])
+  tx = optax.adam(0.1)
+  step = training.make_indexed_step(training.descent(apply_fn, tx))
+  training.fit(params, tx.init(params), step, data, epochs=2, batch_size=8,
+               key=jax.random.key(0))
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
 def test_fit_stops_with_a_named_error_when_a_nan_appears():
   params, apply_fn, (x, y) = _linear_problem()
   data = (x.at[3].set(jnp.nan), y)  # one poisoned example: the loss turns NaN
