@@ -4,6 +4,9 @@
       --workdir=runs/ddpm [--config.methods=FT,GA,SalUn,IEU]
 
 Writes ``results.json``, ``results.md`` and ``samples.png`` to the workdir.
+With ``--mode=search`` it instead tries the candidates of ``config.search``
+for every method (models cached in the same workdir are reused) and writes
+``search.json`` and ``search.md``: the chosen settings to copy into the config.
 """
 
 from absl import app
@@ -15,6 +18,8 @@ from experiments import distributed
 from ieu_jax import generative
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+_MODE = flags.DEFINE_enum("mode", "run", ["run", "search"],
+                          "run: the experiment; search: choose hyperparameters.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 
 
@@ -23,7 +28,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.maybe_initialize()
   logging.info("config:\n%s", _CONFIG.value)
-  generative.run_generative(_CONFIG.value, _WORKDIR.value)
+  if _MODE.value == "search":
+    generative.search_generative(_CONFIG.value, _WORKDIR.value)
+  else:
+    generative.run_generative(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

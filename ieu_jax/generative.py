@@ -82,12 +82,16 @@ __all__ = [
     "make_relearn_step",
     "relearn_generator",
     "warmup_cosine",
+    "GenSetup",
+    "prepare_generative",
     "run_generative",
+    "search_generative",
 ]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
 _KEY_CLASSIFIER, _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS = 1, 2, 3, 4
 _KEY_RCD, _KEY_SAMPLES = 5, 6
+_KEY_SEARCH, _KEY_SEARCH_SAMPLES = 7, 8
 
 
 # ----------------------------------------------------------------------------
@@ -670,26 +674,63 @@ FASHION_MNIST_CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "San
                          "Sneaker", "Bag", "Boot")
 
 
-def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the generative unlearning experiment and writes its outputs to ``workdir``.
+@dataclasses.dataclass(frozen=True)
+class GenSetup:
+  """The trained models and the evaluation machinery every generative run shares.
 
-  Args:
-    config: see ``experiments/configs/ddpm_fashion_mnist.py``.
-    workdir: output directory (created if needed); only process 0 writes.
-
-  Returns:
-    The results dictionary, also written to ``workdir/results.json``.
+  Attributes:
+    config: the experiment config.
+    root: the run's root key.
+    train: training images of the classes used (``[-1, 1]``).
+    test: test images of the classes used.
+    classes: the classes used.
+    split: the class forget split of ``train``.
+    problem: the :class:`GenProblem` handed to the methods.
+    retrained: the retrained reference generator.
+    classifier: the evaluation classifier's params.
+    classifier_test_accuracy: its test accuracy (percent).
+    fd_floor: FD between real test and real train images (same sample size).
+    training_time_s: seconds to train the classifier and both DDPMs (None: restored).
+    generate: ``generate(params, labels, key)`` -> guided DDIM samples.
+    predict: ``predict(classifier, x)`` -> class predictions.
+    evaluate: ``evaluate(params, key)`` -> (metrics row, sample grid).
   """
-  wall_start = time.perf_counter()
-  writer = jax.process_index() == 0
-  if writer:
-    os.makedirs(workdir, exist_ok=True)
-  root = jax.random.key(int(config.seed))
+
+  config: ml_collections.ConfigDict
+  root: jax.Array
+  train: data_lib.Dataset
+  test: data_lib.Dataset
+  classes: tuple[int, ...]
+  split: data_lib.ForgetSplit
+  problem: GenProblem
+  retrained: Any
+  classifier: Any
+  classifier_test_accuracy: float
+  fd_floor: float
+  training_time_s: dict[str, float | None]
+  generate: Callable[..., jax.Array]
+  predict: Callable[..., jax.Array]
+  evaluate: Callable[..., tuple[dict[str, Any], np.ndarray]]
+
+  @property
+  def original(self):
+    return self.problem.original
+
+
+def _method_names(config) -> list[str]:
   names = [n.strip() for n in str(config.methods).split(",") if n.strip() and n.strip() != "Retrain"]
   for n in names:
     get_method(n)
     if n not in config.method:
       raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
+  return names
+
+
+def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSetup:
+  """Loads the data and trains (or restores from ``workdir``) the classifier and both DDPMs."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+  root = jax.random.key(int(config.seed))
 
   # --- data
   train, test, classes, num_classes = _load(config)
@@ -781,8 +822,8 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   train_mask = np.flatnonzero(np.isin(np.asarray(train.y), retained))[: real_feats.shape[0]]
   fd_floor = frechet_distance(real_feats, np.asarray(features(classifier, train.x[train_mask])))
 
-  def evaluate(params):
-    samples = generate(params, eval_labels, sample_key)
+  def evaluate(params, key=sample_key):
+    samples = generate(params, eval_labels, key)
     pred = np.asarray(predict(classifier, samples))
     rates = class_rates(pred, np.asarray(eval_labels), classes)
     keep = np.flatnonzero(np.isin(np.asarray(eval_labels), retained))
@@ -792,6 +833,36 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     return {"forget_rate": rates[forget_class],
             "retain_rate": float(np.mean([rates[c] for c in retained])),
             "class_rates": rates, "fd": fd}, grid
+
+
+  return GenSetup(
+      config=config, root=root, train=train, test=test, classes=classes, split=fs,
+      problem=problem, retrained=retrained, classifier=classifier,
+      classifier_test_accuracy=test_acc, fd_floor=fd_floor,
+      training_time_s={"classifier": t_classifier, "original": t_orig, "retrain": t_retrain},
+      generate=generate, predict=predict, evaluate=evaluate)
+
+
+def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the generative unlearning experiment and writes its outputs to ``workdir``.
+
+  Args:
+    config: see ``experiments/configs/ddpm_fashion_mnist.py``.
+    workdir: output directory (created if needed); only process 0 writes.
+
+  Returns:
+    The results dictionary, also written to ``workdir/results.json``.
+  """
+  wall_start = time.perf_counter()
+  writer = jax.process_index() == 0
+  names = _method_names(config)
+  setup = prepare_generative(config, workdir)
+  root, classes, fs, problem = setup.root, setup.classes, setup.split, setup.problem
+  original, retrained, forget_class = setup.original, setup.retrained, problem.forget_class
+  generate, evaluate, predict = setup.generate, setup.evaluate, setup.predict
+  classifier, ev = setup.classifier, config.eval
+  t_orig, t_retrain = setup.training_time_s["original"], setup.training_time_s["retrain"]
+  sample_key = jax.random.fold_in(root, _KEY_SAMPLES)
 
   r = config.rcd
   rcd_labels = jnp.full((int(r.eval_samples),), forget_class, jnp.int32)
@@ -863,14 +934,14 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "classes": list(classes),
       "class_names": ({str(c): FASHION_MNIST_CLASSES[c] for c in classes}
                       if config.data.name == "fashion_mnist" else {}),
-      "sizes": {"train": len(train), "forget": len(fs.forget), "retain": len(fs.retain),
-                "test": len(test), "relearn": m},
-      "classifier_test_accuracy": test_acc,
-      "fd_real_floor": fd_floor,
-      "training_time_s": {"classifier": t_classifier, "original": t_orig, "retrain": t_retrain},
+      "sizes": {"train": len(setup.train), "forget": len(fs.forget), "retain": len(fs.retain),
+                "test": len(setup.test), "relearn": m},
+      "classifier_test_accuracy": setup.classifier_test_accuracy,
+      "fd_real_floor": setup.fd_floor,
+      "training_time_s": setup.training_time_s,
       "rcd_threshold": threshold,
       "rcd_protocol": dataclasses.asdict(protocol),
-      "eval": {"samples_per_class": per_class, "sample_steps": int(ev.sample_steps),
+      "eval": {"samples_per_class": int(ev.samples_per_class), "sample_steps": int(ev.sample_steps),
                "guidance_scale": float(ev.guidance_scale)},
       "models": rows,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
@@ -883,3 +954,97 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     _plot_grid(os.path.join(workdir, "samples.png"), grids, classes, forget_class)
     logging.info("wrote results.json, results.md, samples.png to %s", workdir)
   return results
+
+
+def _gap(row, reference) -> float:
+  """Mean absolute difference of the forget and retain rates from the reference's."""
+  return 0.5 * (abs(row["forget_rate"] - reference["forget_rate"])
+                + abs(row["retain_rate"] - reference["retain_rate"]))
+
+
+def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Chooses each method's hyperparameters from ``config.search``; writes ``search.json``/``.md``.
+
+  ``config.search[name]`` is a list of overrides of ``config.method[name]``.
+  Every candidate unlearns from the original (its key from a stream of its
+  own), and is scored by its gap to Retrain: the mean absolute difference of
+  the forget and the retain rates. The rates are measured on samples drawn
+  from a different noise than the one :func:`run_generative` reports on, so
+  the reported numbers are not those the choice was made on. RCD plays no part
+  in the choice. A candidate that diverges is recorded and skipped.
+
+  Returns:
+    ``{"reference": Retrain's row, "methods": {name: {"candidates": [...],
+    "chosen": hparams}}}``, also written to ``workdir/search.json``.
+  """
+  wall_start = time.perf_counter()
+  names = _method_names(config)
+  missing = [n for n in names if n not in config.get("search", {})]
+  if missing:
+    raise ValueError(f"config.search has no candidates for {missing}.")
+  setup = prepare_generative(config, workdir)
+  key = jax.random.fold_in(setup.root, _KEY_SEARCH_SAMPLES)
+  reference, _ = setup.evaluate(setup.retrained, key)
+  logging.info("search: Retrain forget %.1f%%, retain %.1f%%", reference["forget_rate"],
+               reference["retain_rate"])
+  out = {"reference": {k: reference[k] for k in ("forget_rate", "retain_rate", "fd")},
+         "methods": {}}
+  for m, name in enumerate(names):
+    candidates = []
+    for j, override in enumerate(config.search[name]):
+      override = dict(override.to_dict() if hasattr(override, "to_dict") else override)
+      hparams = dict(config.method[name].to_dict(), **override, name=f"{name}#{j}")
+      method_key = jax.random.fold_in(jax.random.fold_in(setup.root, _KEY_SEARCH), 1000 * m + j)
+      start = time.perf_counter()
+      try:
+        params = jax.block_until_ready(get_method(name)(setup.problem, hparams, method_key))
+      except training.NonFiniteError as e:
+        logging.warning("search: %s candidate %d diverged: %s", name, j, e)
+        candidates.append({"override": override, "failed": str(e)})
+        continue
+      row, _ = setup.evaluate(params, key)
+      entry = {"override": override, "forget_rate": row["forget_rate"],
+               "retain_rate": row["retain_rate"], "fd": row["fd"], "gap": _gap(row, reference),
+               "runtime_s": time.perf_counter() - start}
+      logging.info("search: %s %s -> forget %.1f%%, retain %.1f%%, gap %.2f", name, override,
+                   entry["forget_rate"], entry["retain_rate"], entry["gap"])
+      candidates.append(entry)
+    scored = [c for c in candidates if "gap" in c]
+    best = min(scored, key=lambda c: c["gap"]) if scored else None
+    out["methods"][name] = {
+        "candidates": candidates,
+        "chosen_index": None if best is None else candidates.index(best),
+        "chosen": None if best is None else dict(config.method[name].to_dict(), **best["override"]),
+    }
+  out["wall_time_s"] = time.perf_counter() - wall_start
+  out = _io.json_safe(out)
+  if jax.process_index() == 0:
+    _io.write_atomic(os.path.join(workdir, "search.json"), json.dumps(out, indent=2))
+    _io.write_atomic(os.path.join(workdir, "search.md"), _search_markdown(out))
+    logging.info("wrote search.json, search.md to %s", workdir)
+  return out
+
+
+def _search_markdown(out) -> str:
+  ref = out["reference"]
+  lines = [
+      "# Generative hyperparameter search",
+      "",
+      f"Score: the gap to Retrain (forget rate {_io.fmt(ref['forget_rate'])}%, retain rate"
+      f" {_io.fmt(ref['retain_rate'])}%), the mean absolute difference of the two rates,"
+      " on samples drawn from the search's own noise. The chosen candidate is marked.",
+      "",
+      "| method | override | forget rate | retain rate | FD | gap | time (s) |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for name, res in out["methods"].items():
+    for i, c in enumerate(res["candidates"]):
+      mark = " **(chosen)**" if i == res["chosen_index"] else ""
+      if "failed" in c:
+        lines.append(f"| {name} | {c['override']} | diverged | | | | |")
+        continue
+      lines.append(
+          f"| {name} | {c['override']}{mark} | {_io.fmt(c['forget_rate'])} |"
+          f" {_io.fmt(c['retain_rate'])} | {_io.fmt(c['fd'], 2)} | {_io.fmt(c['gap'], 2)} |"
+          f" {_io.fmt(c['runtime_s'])} |")
+  return "\n".join(lines) + "\n"

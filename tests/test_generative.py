@@ -11,6 +11,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.linalg
@@ -117,15 +118,19 @@ def test_relearn_generator_first_hit_and_censoring():
 # End to end.
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def _tiny_config():
   config = ddpm_fashion_mnist.get_config("small")
   config.methods = "IEU"
   config.rcd.max_steps = 20
   config.rcd.eval_samples = 16
   config.eval.samples_per_class = 24
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("generative"))
-  return generative.run_generative(config, workdir), workdir
+  return generative.run_generative(_tiny_config(), workdir), workdir
 
 
 def test_tiny_run_forgets_the_class_and_keeps_the_others(tiny_run):
@@ -146,3 +151,33 @@ def test_tiny_run_writes_its_outputs(tiny_run):
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["forget_class"] == results["forget_class"] == 1
   assert "| IEU |" in open(os.path.join(workdir, "results.md")).read()
+
+
+def test_search_chooses_the_candidate_closest_to_retrain(tiny_run):
+  _, workdir = tiny_run  # its trained models are restored, not retrained
+  config = _tiny_config()
+  config.methods = "GA"
+  # A learning rate of 0 leaves the original untouched: it keeps the class.
+  config.search = ml_collections.ConfigDict(
+      {"GA": [dict(learning_rate=0.0, epochs=1), {}]})
+  out = generative.search_generative(config, workdir)
+  ref, res = out["reference"], out["methods"]["GA"]
+  idle, ga = res["candidates"]
+  assert idle["forget_rate"] >= 70.0 and ga["forget_rate"] < idle["forget_rate"]
+  for c in (idle, ga):
+    assert c["gap"] == pytest.approx(0.5 * (abs(c["forget_rate"] - ref["forget_rate"])
+                                            + abs(c["retain_rate"] - ref["retain_rate"])))
+  best = int(np.argmin([idle["gap"], ga["gap"]]))
+  assert res["chosen_index"] == best
+  assert res["chosen"] == dict(config.method.GA.to_dict(), **res["candidates"][best]["override"])
+  with open(os.path.join(workdir, "search.json")) as f:
+    assert json.load(f)["methods"]["GA"]["chosen_index"] == best
+  assert "**(chosen)**" in open(os.path.join(workdir, "search.md")).read()
+
+
+def test_search_needs_candidates_for_every_method(tmp_path):
+  config = _tiny_config()
+  config.methods = "GA,IEU"
+  config.search = ml_collections.ConfigDict({"GA": [{}]})
+  with pytest.raises(ValueError, match=r"no candidates for \['IEU'\]"):
+    generative.search_generative(config, str(tmp_path))

@@ -73,6 +73,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method.IEU = dict(epochs=2, learning_rate=5e-2, ascent_scale=1.0, retain_scale=1.0,
                       weight_decay=1e-2, noise_std=1e-3, batch_size=64, clip_norm=1.0)
 
+  # Candidates for `--mode=search`: overrides of c.method[name], the same number
+  # for every method, scored by the gap to Retrain in forget and retain rate.
+  c.search = ml_collections.ConfigDict()
+  c.search.FT = [{}, dict(epochs=2), dict(learning_rate=1e-3), dict(learning_rate=2e-3),
+                 dict(epochs=3, learning_rate=1e-3), dict(epochs=2, learning_rate=2e-3)]
+  c.search.GA = [{}, dict(epochs=1), dict(epochs=1, learning_rate=1e-3),
+                 dict(epochs=1, learning_rate=5e-4), dict(learning_rate=5e-4),
+                 dict(epochs=1, learning_rate=2e-4)]
+  c.search.SalUn = [{}, dict(epochs=2), dict(mask_fraction=0.3), dict(retain_scale=2.0),
+                    dict(learning_rate=2e-3), dict(epochs=2, retain_scale=2.0)]
+  c.search.IEU = [{}, dict(epochs=1), dict(weight_decay=1e-3), dict(retain_scale=2.0),
+                  dict(learning_rate=2e-2), dict(weight_decay=1e-3, noise_std=3e-4)]
+
   # Generator RCD: relearning the forget class from m of its images.
   c.rcd = ml_collections.ConfigDict()
   c.rcd.optimizer = "adam"
