@@ -665,7 +665,7 @@ def _plot_grid(path, grids: dict[str, np.ndarray], classes, forget_class) -> Non
     ax.set_title(name, fontsize=9)
   fig.tight_layout()
   tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
+  fig.savefig(tmp, dpi=120, bbox_inches="tight")
   plt.close(fig)
   os.replace(tmp, path)
 
