@@ -25,6 +25,9 @@ What ``experiments.generative`` runs (:func:`run_generative`):
 
 Trained models (classifier, original, retrain) are cached in
 ``workdir/checkpoints`` under a fingerprint of the configuration that made them.
+:func:`prepare_generative` builds them and the evaluation machinery (a
+:class:`GenSetup`); :func:`run_generative` and the hyperparameter search
+:func:`search_generative` both start from it.
 
 Generator RCD, precisely: the attacker fine-tunes the generator on ``m``
 forget-class images with the training loss (their label, label dropout as in
