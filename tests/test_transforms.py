@@ -151,6 +151,22 @@ def test_vmap_over_noise_std_and_learning_rate():
       assert _std_is_consistent(row - float(lr), float(s))
 
 
+def test_a_static_zero_noise_level_matches_a_traced_zero():
+  # At noise_std = 0 (a Python number) no noise is drawn; the updates and the
+  # state (count, key stream) must be those of a zero the step cannot see.
+  params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones((3,))}
+  grads = jax.tree.map(lambda p: 0.5 * p + 1.0, params)
+  static = ieu_jax.add_weight_noise(0.0, key=3)
+  traced = ieu_jax.add_weight_noise(jnp.asarray(0.0), key=3)
+  s1, s2 = static.init(params), traced.init(params)
+  for _ in range(3):
+    u1, s1 = jax.jit(static.update)(grads, s1)
+    u2, s2 = jax.jit(traced.update)(grads, s2)
+    chex.assert_trees_all_equal(u1, u2, grads)
+    assert int(s1.count) == int(s2.count)
+    np.testing.assert_array_equal(jax.random.key_data(s1.key), jax.random.key_data(s2.key))
+
+
 def test_inject_hyperparams_with_defaults_as_they_stand():
   params = {"w": jnp.ones((500,)), "b": jnp.zeros((3,))}
   grads = jax.tree.map(jnp.ones_like, params)
