@@ -7,6 +7,8 @@ Writes ``results.json``, ``results.md`` and ``samples.png`` to the workdir.
 With ``--mode=search`` it instead tries the candidates of ``config.search``
 for every method (models cached in the same workdir are reused) and writes
 ``search.json`` and ``search.md``: the chosen settings to copy into the config.
+With ``--seeds=0,1,2`` it runs once per seed (``workdir/seed<s>``, finished runs
+reused) and writes ``summary.json`` and ``summary.md``.
 """
 
 from absl import app
@@ -20,6 +22,8 @@ from ieu_jax import generative
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 _MODE = flags.DEFINE_enum("mode", "run", ["run", "search"],
                           "run: the experiment; search: choose hyperparameters.")
+_SEEDS = flags.DEFINE_list("seeds", [], "Run once per seed in workdir/seed<s> and write"
+                           " summary.md (mean ± std); empty: one run with config.seed.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
 
 
@@ -30,6 +34,8 @@ def main(argv):
   logging.info("config:\n%s", _CONFIG.value)
   if _MODE.value == "search":
     generative.search_generative(_CONFIG.value, _WORKDIR.value)
+  elif _SEEDS.value:
+    generative.run_seeds(_CONFIG.value, _WORKDIR.value, _SEEDS.value)
   else:
     generative.run_generative(_CONFIG.value, _WORKDIR.value)
 

@@ -42,6 +42,7 @@ threshold within ``max_steps`` is censored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -65,6 +66,7 @@ from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
 from ieu_jax import diffusion
 from ieu_jax import models
+from ieu_jax import protocol as protocol_lib
 from ieu_jax import training
 from ieu_jax import unet as unet_lib
 from ieu_jax.methods import base
@@ -89,6 +91,7 @@ __all__ = [
     "prepare_generative",
     "run_generative",
     "search_generative",
+    "run_seeds",
 ]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
@@ -1050,4 +1053,66 @@ def _search_markdown(out) -> str:
           f"| {name} | {c['override']}{mark} | {_io.fmt(c['forget_rate'])} |"
           f" {_io.fmt(c['retain_rate'])} | {_io.fmt(c['fd'], 2)} | {_io.fmt(c['gap'], 2)} |"
           f" {_io.fmt(c['runtime_s'])} |")
+  return "\n".join(lines) + "\n"
+
+
+_SEED_FIELDS = ("forget_rate", "retain_rate", "fd", "runtime_s")
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds) -> dict[str, Any]:
+  """:func:`run_generative` once per seed, then mean ± std over the seeds.
+
+  Seed ``s`` runs in ``workdir/seed<s>`` with ``config.seed = s`` (so its
+  models, data order and sampling noise are its own); a finished run of
+  exactly that config is reused. Writes ``workdir/summary.json`` and
+  ``workdir/summary.md``.
+
+  Returns:
+    ``{"seeds": [...], "models": {name: {"n", field: (mean, std), ...,
+    "flagged": seeds with a flag}}}``.
+  """
+  seeds = [int(s) for s in seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds={seeds}: give at least one seed, each once.")
+  runs = []
+  for seed in seeds:
+    cell = copy.deepcopy(config)
+    with cell.unlocked():
+      cell.seed = seed
+    run_dir = os.path.join(workdir, f"seed{seed}")
+    done = protocol_lib.finished_run(run_dir, cell)
+    if done is not None:
+      logging.info("seeds: reusing %s/results.json", run_dir)
+    runs.append(done if done is not None else run_generative(cell, run_dir))
+  agg = protocol_lib.aggregate(runs, fields=_SEED_FIELDS, rows="models")
+  for name, row in agg.items():
+    row["flagged"] = sum(
+        1 for run in runs for m in run["models"] if m["name"] == name and m["flags"])
+  out = _io.json_safe({"seeds": seeds, "forget_class": runs[0]["forget_class"], "models": agg})
+  if jax.process_index() == 0:
+    _io.write_atomic(os.path.join(workdir, "summary.json"), json.dumps(out, indent=2))
+    _io.write_atomic(os.path.join(workdir, "summary.md"), _seeds_markdown(out))
+  return out
+
+
+def _seeds_markdown(out) -> str:
+  def ms(pair, digits=1):
+    mean, std = pair
+    return f"{_io.fmt(mean, digits)} ± {_io.fmt(std, digits)}"
+
+  lines = [
+      f"# Generative unlearning over seeds {out['seeds']}, forget class {out['forget_class']}",
+      "",
+      "Mean ± std over seeds (each seed trains its own models). RCD norm.: relearning steps"
+      " normalised by the same seed's Retrain. Flagged: seeds whose retain rate fell far"
+      " below Retrain's.",
+      "",
+      "| model | seeds | forget rate | retain rate | FD | RCD steps | RCD norm. | flagged |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  for name, row in out["models"].items():
+    lines.append(
+        f"| {name} | {row['n']} | {ms(row['forget_rate'])} | {ms(row['retain_rate'])} |"
+        f" {ms(row['fd'], 2)} | {ms(row['rcd_steps_mean'])} | {ms(row['rcd_normalized'], 2)} |"
+        f" {row['flagged']} |")
   return "\n".join(lines) + "\n"

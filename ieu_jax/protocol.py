@@ -140,7 +140,7 @@ def sweep(
     for seed in seeds:
       run_dir = os.path.join(workdir, scenario, f"seed{seed}")
       cell = scenario_config(config, scenario, seed)
-      done = _finished_run(run_dir, cell)
+      done = finished_run(run_dir, cell)
       if done is not None:
         logging.info("sweep: %s seed %d: reusing %s/results.json", scenario, seed, run_dir)
         runs[scenario].append(done)
@@ -150,7 +150,7 @@ def sweep(
   return runs
 
 
-def _finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
   path = os.path.join(run_dir, "results.json")
   try:
@@ -165,21 +165,33 @@ def _finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, 
 _FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
 
 
-def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def aggregate(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    fields: Sequence[str] = _FIELDS,
+    rows: str = "methods",
+) -> dict[str, dict[str, Any]]:
   """Mean and std over seeds of every metric, per method (NaN-aware, counts kept).
 
   RCD steps are averaged over the seeds whose mean is defined; ``censored_frac`` over
   all seeds; ``n`` says how many seeds a method has (a method that failed on a seed
   is missing from it).
+
+  Args:
+    runs: one results dictionary per seed.
+    fields: the per-method metrics to aggregate (besides RCD's).
+    rows: the key of the per-method list in each run (``"models"`` for the
+      generative experiment).
   """
   table: dict[str, dict[str, list[float]]] = {}
   failures: dict[str, int] = {}
   for run in runs:
     for f in run.get("failed", []):
       failures[f["name"]] = failures.get(f["name"], 0) + 1
-    for m in run["methods"]:
-      row = table.setdefault(m["name"], {})
-      for f in _FIELDS:
+    for m in run[rows]:
+      row = table.setdefault(m["name"], {"n": []})
+      row["n"].append(1.0)
+      for f in fields:
         row.setdefault(f, []).append(_num(m.get(f)))
       for f in ("steps_mean", "censored_frac", "normalized"):
         row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
@@ -188,7 +200,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     if name not in table:  # failed on every seed: a row that says so
       out[name] = {"n": 0, "failed": count}
   for name, row in table.items():
-    out[name] = {"n": len(row["UA"]), "failed": failures.get(name, 0)}
+    out[name] = {"n": len(row.pop("n")), "failed": failures.get(name, 0)}
     for f, values in row.items():
       v = np.asarray(values, np.float64)
       ok = v[np.isfinite(v)]

@@ -17,6 +17,7 @@ import pytest
 import scipy.linalg
 
 from experiments.configs import ddpm_fashion_mnist
+from ieu_jax import _io
 from ieu_jax import data as data_lib
 from ieu_jax import diffusion
 from ieu_jax import generative
@@ -181,3 +182,39 @@ def test_search_needs_candidates_for_every_method(tmp_path):
   config.search = ml_collections.ConfigDict({"GA": [{}]})
   with pytest.raises(ValueError, match=r"no candidates for \['IEU'\]"):
     generative.search_generative(config, str(tmp_path))
+
+
+def _fake_results(config, rows):
+  models = [{"name": name, "forget_rate": f, "retain_rate": r, "fd": fd, "runtime_s": None,
+             "flags": flags, "rcd": {"steps_mean": steps, "censored_frac": 0.0,
+                                     "normalized": norm}}
+            for name, f, r, fd, steps, norm, flags in rows]
+  return {"config": _io.json_safe(config.to_dict()), "forget_class": 1, "models": models}
+
+
+def test_run_seeds_reuses_finished_runs_and_aggregates_them(tmp_path):
+  config = _tiny_config()
+  per_seed = {
+      3: [("Retrain", 0.0, 90.0, 8.0, 30.0, 1.0, []), ("IEU", 2.0, 70.0, 20.0, 20.0, 2 / 3, [])],
+      5: [("Retrain", 4.0, 80.0, 6.0, 40.0, 1.0, []), ("IEU", 6.0, 40.0, 30.0, 50.0, 1.25, ["x"])],
+  }
+  for seed, rows in per_seed.items():
+    cell = _tiny_config()
+    cell.seed = seed
+    os.makedirs(tmp_path / f"seed{seed}")
+    with open(tmp_path / f"seed{seed}" / "results.json", "w") as f:
+      json.dump(_fake_results(cell, rows), f)
+  out = generative.run_seeds(config, str(tmp_path), [3, 5])  # nothing trains: both are reused
+  ieu = out["models"]["IEU"]
+  assert ieu["n"] == 2 and ieu["flagged"] == 1 and out["models"]["Retrain"]["flagged"] == 0
+  for field, values in [("forget_rate", [2.0, 6.0]), ("retain_rate", [70.0, 40.0]),
+                        ("fd", [20.0, 30.0]), ("rcd_steps_mean", [20.0, 50.0]),
+                        ("rcd_normalized", [2 / 3, 1.25])]:
+    assert ieu[field] == pytest.approx([np.mean(values), np.std(values)])
+  assert "| IEU | 2 | 4.0 ± 2.0 | 55.0 ± 15.0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_run_seeds_rejects_repeated_or_missing_seeds(tmp_path):
+  for seeds in ([], [1, 1]):
+    with pytest.raises(ValueError, match="each once"):
+      generative.run_seeds(_tiny_config(), str(tmp_path), seeds)
