@@ -227,6 +227,19 @@ def ddim_timesteps(num_train_steps: int, num_sample_steps: int) -> jax.Array:
   return ts
 
 
+def _start(eps_fn, params, key, labels, shape, guidance_scale, null_label, x_T):
+  """A sampler's starting noise, its guided noise estimate and the key of its steps."""
+  init_key, step_key = jax.random.split(key)
+  x = jax.random.normal(init_key, (labels.shape[0], *shape)) if x_T is None else x_T
+  return x, _make_eps(eps_fn, params, labels, guidance_scale, null_label), step_key
+
+
+def _predict_x0(x, eps, ab_t, clip_x0):
+  """``x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)``, optionally clipped."""
+  x0 = (x - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
+  return x0 if clip_x0 is None else jnp.clip(x0, -clip_x0, clip_x0)
+
+
 def ddim_sample(
     eps_fn: EpsFn,
     params,
@@ -268,9 +281,7 @@ def ddim_sample(
     Samples ``(B,) + shape``.
   """
   b = labels.shape[0]
-  init_key, step_key = jax.random.split(key)
-  x = jax.random.normal(init_key, (b, *shape)) if x_T is None else x_T
-  eps_at = _make_eps(eps_fn, params, labels, guidance_scale, null_label)
+  x, eps_at, step_key = _start(eps_fn, params, key, labels, shape, guidance_scale, null_label, x_T)
   ts = ddim_timesteps(schedule.num_steps, num_steps)
   ab = schedule.alpha_bars
   ab_next = jnp.concatenate([ab[ts[1:]], jnp.ones((1,), ab.dtype)])
@@ -278,9 +289,8 @@ def ddim_sample(
   def step(x, inputs):
     t, ab_t, ab_s, k = inputs
     eps = eps_at(x, jnp.full((b,), t, jnp.int32))
-    x0 = (x - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
-    if clip_x0 is not None:
-      x0 = jnp.clip(x0, -clip_x0, clip_x0)
+    x0 = _predict_x0(x, eps, ab_t, clip_x0)
+    if clip_x0 is not None:  # the noise that the clipped x0 implies
       eps = (x - jnp.sqrt(ab_t) * x0) / jnp.sqrt(1.0 - ab_t)
     sigma = eta * jnp.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
     direction = jnp.sqrt(jnp.maximum(1.0 - ab_s - sigma**2, 0.0))
@@ -320,9 +330,7 @@ def ddpm_sample(
     Samples ``(B,) + shape``.
   """
   b = labels.shape[0]
-  init_key, step_key = jax.random.split(key)
-  x = jax.random.normal(init_key, (b, *shape)) if x_T is None else x_T
-  eps_at = _make_eps(eps_fn, params, labels, guidance_scale, null_label)
+  x, eps_at, step_key = _start(eps_fn, params, key, labels, shape, guidance_scale, null_label, x_T)
   num = schedule.num_steps
   ts = jnp.arange(num - 1, -1, -1, dtype=jnp.int32)
   ab = schedule.alpha_bars
@@ -332,9 +340,7 @@ def ddpm_sample(
     t, k = inputs
     beta, ab_t, ab_prev = schedule.betas[t], ab[t], ab_prev_all[t]
     eps = eps_at(x, jnp.full((b,), t, jnp.int32))
-    x0 = (x - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
-    if clip_x0 is not None:
-      x0 = jnp.clip(x0, -clip_x0, clip_x0)
+    x0 = _predict_x0(x, eps, ab_t, clip_x0)
     c0 = jnp.sqrt(ab_prev) * beta / (1.0 - ab_t)
     ct = jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)
     var = (1.0 - ab_prev) / (1.0 - ab_t) * beta

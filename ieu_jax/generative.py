@@ -700,6 +700,7 @@ class GenSetup:
     generate: ``generate(params, labels, key)`` -> guided DDIM samples.
     predict: ``predict(classifier, x)`` -> class predictions.
     evaluate: ``evaluate(params, key)`` -> (metrics row, sample grid).
+    sample_key: the key of the reported evaluation's sampling noise.
   """
 
   config: ml_collections.ConfigDict
@@ -717,6 +718,7 @@ class GenSetup:
   generate: Callable[..., jax.Array]
   predict: Callable[..., jax.Array]
   evaluate: Callable[..., tuple[dict[str, Any], np.ndarray]]
+  sample_key: jax.Array
 
   @property
   def original(self):
@@ -846,7 +848,7 @@ def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSe
       problem=problem, retrained=retrained, classifier=classifier,
       classifier_test_accuracy=test_acc, fd_floor=fd_floor,
       training_time_s={"classifier": t_classifier, "original": t_orig, "retrain": t_retrain},
-      generate=generate, predict=predict, evaluate=evaluate)
+      generate=generate, predict=predict, evaluate=evaluate, sample_key=sample_key)
 
 
 def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -868,7 +870,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   generate, evaluate, predict = setup.generate, setup.evaluate, setup.predict
   classifier, ev = setup.classifier, config.eval
   t_orig, t_retrain = setup.training_time_s["original"], setup.training_time_s["retrain"]
-  sample_key = jax.random.fold_in(root, _KEY_SAMPLES)
+  sample_key = setup.sample_key
 
   r = config.rcd
   rcd_labels = jnp.full((int(r.eval_samples),), forget_class, jnp.int32)
