@@ -93,6 +93,9 @@ class RelearnProtocol:
     threshold: ``tau`` (percent) or the target loss.
     num_trajectories: ``K``, data orders per learning rate.
     eval_every: evaluate (and test the criterion) every this many steps.
+    stop_when_done: end the run once every trajectory has met the criterion
+      (the curves after the last first hit are then NaN; first hits are the same
+      as over the whole budget). False runs every trajectory to ``max_steps``.
   """
 
   optimizer: Literal["sgd", "adam"] = "sgd"
@@ -104,6 +107,7 @@ class RelearnProtocol:
   threshold: float = 90.0
   num_trajectories: int = 8
   eval_every: int = 1
+  stop_when_done: bool = True
 
   def __post_init__(self):
     if self.optimizer not in ("sgd", "adam"):
@@ -114,6 +118,8 @@ class RelearnProtocol:
       value = getattr(self, name)
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer.")
+    if not isinstance(self.stop_when_done, (bool, np.bool_)):
+      raise ValueError(f"stop_when_done={self.stop_when_done!r} must be True or False.")
     if self.max_steps % self.eval_every:
       raise ValueError(
           f"max_steps={self.max_steps} is not a multiple of eval_every={self.eval_every}."
@@ -154,6 +160,9 @@ class RelearnResult(NamedTuple):
     accuracy: ``(K, G)`` forget accuracy (percent) on the evaluation set.
     loss: ``(K, G)`` mean forget loss on the evaluation set.
     distance: ``(K, G)`` ``||theta_t - reference||_2`` (NaN without a reference).
+    stopped_at: the last step evaluated: ``max_steps``, or, when the protocol
+      stops once every trajectory has met the criterion, the largest first hit
+      (the curves are NaN after it).
   """
 
   first_hit: np.ndarray
@@ -163,6 +172,7 @@ class RelearnResult(NamedTuple):
   accuracy: np.ndarray
   loss: np.ndarray
   distance: np.ndarray
+  stopped_at: int | None = None
 
 
 class RCDSummary(NamedTuple):
@@ -238,16 +248,9 @@ class _Program:
       carry = self.step(carry, lr, idx_block[i])
     return carry, self.evaluate(carry[0])
 
-  def trajectory(self, params, lr, indices):
-    """One whole trajectory as a scan over evaluation blocks."""
-    return self.trajectory_from(self.init(params, lr), params, lr, indices)
-
-  def trajectory_from(self, carry, params, lr, indices):
-    """A trajectory from an initialised ``(params, opt_state)`` carry."""
-    first = self.evaluate(params)
-    blocks = indices.reshape(-1, self.protocol.eval_every, indices.shape[-1])
-    _, curves = jax.lax.scan(lambda c, b: self.block(c, lr, b), carry, blocks)
-    return jnp.concatenate([first[None], curves])
+  def chunk(self, carry, lr, blocks):
+    """Evaluation blocks ``(n, eval_every, batch)`` as one scan: ``(carry, (n, 3))``."""
+    return jax.lax.scan(lambda c, b: self.block(c, lr, b), carry, blocks)
 
 
 def trajectory_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -265,16 +268,29 @@ def _global(x, sharding: NamedSharding) -> jax.Array:
 def _program_key(protocol: RelearnProtocol) -> RelearnProtocol:
   """The protocol with what the compiled programs do not depend on made constant.
 
-  Learning rates are arguments; the criterion, threshold and K are applied on the
-  host or come with the shapes. Equal keys share cached programs.
+  Learning rates are arguments; the criterion, threshold, K and the stopping rule
+  are applied on the host or come with the shapes. Equal keys share cached
+  programs.
   """
   return dataclasses.replace(protocol, learning_rates=1.0, threshold=0.0,
-                             criterion="loss", num_trajectories=1)
+                             criterion="loss", num_trajectories=1, max_steps=protocol.eval_every,
+                             stop_when_done=True)
+
+
+def _data(prog: _Program):
+  return (prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference)
+
+
+# Each formulation is a ``start(prog, params, lrs, mesh) -> (first, advance)``:
+# ``first`` the ``(3,)`` evaluation of the starting weights (host), and
+# ``advance(blocks)`` runs every trajectory through the next evaluation blocks
+# ``(K, n, eval_every, batch)`` (host indices), keeping the trajectories' state
+# between calls, and returns their ``(K, n, 3)`` curves (host).
 
 
 @functools.lru_cache(maxsize=16)
 def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
-  """The jitted init and run programs, cached so repeated calls do not recompile."""
+  """The jitted programs, cached so repeated calls do not recompile."""
 
   def program(data):
     return _Program(apply_fn, protocol, loss, data[:2], data[2:4], data[4])
@@ -282,61 +298,67 @@ def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
   def init(params, lrs):
     return jax.vmap(program((None,) * 5).init, in_axes=(None, 0))(params, lrs)
 
-  def run_local(carry, params, data, lrs, indices):
+  def run_local(carry, data, lrs, blocks):
     pr = program(data)
     if local == "vmap_scan":
-      return jax.vmap(pr.trajectory_from, in_axes=(0, None, 0, 0))(carry, params, lrs, indices)
-    return jax.lax.map(lambda a: pr.trajectory_from(a[0], params, *a[1:]),
-                       (carry, lrs, indices))
+      return jax.vmap(pr.chunk)(carry, lrs, blocks)
+    return jax.lax.map(lambda a: pr.chunk(*a), (carry, lrs, blocks))
 
   spec = P(TRAJECTORY_AXIS)
-  run = jax.jit(jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), P(), spec, spec),
-                              out_specs=spec, check_vma=False))
+  run = jax.jit(jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), spec, spec),
+                              out_specs=(spec, spec), check_vma=False),
+                donate_argnums=0)
+  evaluate = jax.jit(lambda data, p: program(data).evaluate(p))
   gather = jax.jit(lambda c: c, out_shardings=NamedSharding(mesh, P()))
-  return init, run, gather
+  return init, run, evaluate, gather
 
 
-def _run_sharded(prog: _Program, params, lrs, indices, *, mesh: Mesh, local: str):
+def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str):
   """Shards the trajectory axis over ``mesh``; ``local`` is how a device runs its share."""
   n, k = mesh.size, lrs.shape[0]
-  padded = -(-k // n) * n
-  if padded != k:  # pad with copies of the last trajectory; dropped below
-    lrs = jnp.concatenate([lrs, jnp.repeat(lrs[-1:], padded - k)])
-    indices = jnp.concatenate([indices, jnp.repeat(indices[-1:], padded - k, axis=0)])
+  padded = -(-k // n) * n  # padded with copies of the last trajectory; dropped below
+  lrs = np.concatenate([lrs, np.repeat(lrs[-1:], padded - k)])
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P(TRAJECTORY_AXIS))
   rep = lambda tree: jax.tree.map(lambda a: _global(a, replicated), tree)
-  params = rep(params)
-  data = rep((prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference))
-  lrs, indices = _global(lrs, sharded), _global(indices, sharded)
+  params, data = rep(params), rep(_data(prog))
+  lrs = _global(lrs, sharded)
   # Learning rates are arguments, not part of the program: key the cache without them.
-  protocol = _program_key(prog.protocol)
-  init, run, gather = _sharded_functions(prog.apply_fn, protocol, prog.loss, local, mesh)
-
+  init, run, evaluate, gather = _sharded_functions(
+      prog.apply_fn, _program_key(prog.protocol), prog.loss, local, mesh)
   # The trajectory state is created already sharded along the trajectory axis:
   # its shapes first (no computation), then a program in which each device writes
-  # only its share (no unsharded copy is ever built). ``init`` is cached, so
-  # this jit hits JAX's caches on repeated calls.
+  # only its share (no unsharded copy is ever built).
   state_shape = jax.eval_shape(init, params, lrs)
   carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: sharded, state_shape))(
       params, lrs)
-  curves = run(carry, params, data, lrs, indices)
-  # Every process gets every trajectory's curves (small): gather, then drop the padding.
-  return np.asarray(gather(curves).addressable_data(0))[:k]
+  first = np.asarray(evaluate(data, params).addressable_data(0))
+
+  def advance(blocks):
+    nonlocal carry
+    blocks = np.concatenate([blocks, np.repeat(blocks[-1:], padded - k, axis=0)])
+    carry, curves = run(carry, data, lrs, _global(blocks, sharded))
+    # Every process gets every trajectory's curves (small): gather, drop the padding.
+    return np.asarray(gather(curves).addressable_data(0))[:k]
+
+  return first, advance
 
 
-def _run_vmap_loop(prog: _Program, params, lrs, indices):
-  k = lrs.shape[0]
-  init = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))
+def _start_vmap_loop(prog: _Program, params, lrs, *, mesh=None):
+  del mesh
   block = jax.jit(jax.vmap(prog.block))
-  first = jax.jit(prog.evaluate)(params)
-  carry = init(params, lrs)
-  curves = [jnp.broadcast_to(first, (k,) + first.shape)]
-  e = prog.protocol.eval_every
-  for g in range(prog.protocol.max_steps // e):
-    carry, metrics = block(carry, lrs, indices[:, g * e : (g + 1) * e])
-    curves.append(metrics)
-  return jnp.stack(curves, axis=1)
+  carry = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))(params, lrs)
+  first = np.asarray(jax.jit(prog.evaluate)(params))
+
+  def advance(blocks):
+    nonlocal carry
+    curves = []
+    for g in range(blocks.shape[1]):
+      carry, metrics = block(carry, lrs, blocks[:, g])
+      curves.append(metrics)
+    return np.asarray(jnp.stack(curves, axis=1))
+
+  return first, advance
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,21 +374,25 @@ def _sequential_functions(apply_fn, protocol, loss):
   return init, evaluate, block
 
 
-def _run_sequential(prog: _Program, params, lrs, indices):
-  protocol = _program_key(prog.protocol)
-  init, evaluate, block = _sequential_functions(prog.apply_fn, protocol, prog.loss)
-  data = (prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference)
-  first = evaluate(data, params)
-  e = prog.protocol.eval_every
-  rows = []
-  for k in range(lrs.shape[0]):
-    carry = init(params, lrs[k])
-    curve = [first]
-    for g in range(prog.protocol.max_steps // e):
-      carry, metrics = block(data, carry, lrs[k], indices[k, g * e : (g + 1) * e])
-      curve.append(metrics)
-    rows.append(jnp.stack(curve))
-  return jnp.stack(rows)
+def _start_sequential(prog: _Program, params, lrs, *, mesh=None):
+  del mesh
+  init, evaluate, block = _sequential_functions(
+      prog.apply_fn, _program_key(prog.protocol), prog.loss)
+  data = _data(prog)
+  carries = [init(params, lr) for lr in lrs]
+  first = np.asarray(evaluate(data, params))
+
+  def advance(blocks):
+    rows = []
+    for k, lr in enumerate(lrs):
+      curve = []
+      for g in range(blocks.shape[1]):
+        carries[k], metrics = block(data, carries[k], lr, blocks[k, g])
+        curve.append(metrics)
+      rows.append(jnp.stack(curve))
+    return np.asarray(jnp.stack(rows))
+
+  return first, advance
 
 
 @functools.lru_cache(maxsize=16)
@@ -374,10 +400,59 @@ def _canonical(apply_fn):
   return canonicalize_convs(apply_fn)  # one wrapper per apply_fn: jit caches hit
 
 
-_RUNNERS = {
-    "vmap_loop": _run_vmap_loop,
-    "sequential": _run_sequential,
+_STARTS = {
+    "vmap_scan": functools.partial(_start_sharded, local="vmap_scan"),
+    "map_scan": functools.partial(_start_sharded, local="map_scan"),
+    "vmap_loop": _start_vmap_loop,
+    "sequential": _start_sequential,
 }
+
+
+def _hits(curves: np.ndarray, protocol: RelearnProtocol) -> np.ndarray:
+  """Where the criterion holds, from ``(..., 3)`` curves (NaN never holds)."""
+  if protocol.criterion == "accuracy":
+    return curves[..., 0] >= protocol.threshold
+  return curves[..., 1] <= protocol.threshold
+
+
+def _run(start, prog: _Program, params, lrs, indices, chunk_steps: int):
+  """Runs the trajectories in chunks, stopping once every one has met the criterion.
+
+  Returns ``(curves, stop)``: ``(K, G, 3)`` curves on the evaluation grid, NaN
+  after grid point ``stop`` (the last one any trajectory needed).
+  """
+  protocol = prog.protocol
+  e = protocol.eval_every
+  num_blocks = protocol.max_steps // e
+  k, _, batch = indices.shape
+  blocks = indices.reshape(k, num_blocks, e, batch)
+  chunk = max(1, -(-chunk_steps // e)) if protocol.stop_when_done else num_blocks
+  chunk = min(chunk, num_blocks)
+  # Every chunk has the same length (one compilation); the last is filled with
+  # copies of the last block, whose results are dropped.
+  fill = -num_blocks % chunk
+  blocks = np.concatenate([blocks, np.repeat(blocks[:, -1:], fill, axis=1)], axis=1)
+
+  first, advance = start(prog, params, lrs)
+  curves = np.full((k, num_blocks + 1, 3), np.nan, np.float32)
+  curves[:, 0] = first
+  done = 0
+  while done < num_blocks:
+    if protocol.stop_when_done and _hits(curves, protocol).any(axis=1).all():
+      break
+    out = advance(blocks[:, done:done + chunk])
+    n = min(chunk, num_blocks - done)
+    curves[:, done + 1:done + 1 + n] = out[:, :n]
+    done += n
+  hit = _hits(curves, protocol)
+  if not protocol.stop_when_done or not hit.any(axis=1).all():
+    return curves, num_blocks
+  # Identical to the whole budget up to the last first hit, and NaN after it
+  # (the steps a chunk ran past it are dropped, so the result is the same for
+  # every chunk size).
+  stop = int(np.argmax(hit, axis=1).max())
+  curves[:, stop + 1:] = np.nan
+  return curves, stop
 
 
 def default_formulation(backend: str | None = None) -> str:
@@ -405,6 +480,7 @@ def relearn(
     formulation: str | None = None,
     mesh: Mesh | None = None,
     canonical_convs: bool | None = None,
+    chunk_steps: int = 16,
 ) -> RelearnResult:
   """Runs ``protocol.total_trajectories`` relearning trajectories from ``params``.
 
@@ -431,6 +507,10 @@ def relearn(
     canonical_convs: rewrite plain convolutions so that their gradients use
       XLA:CPU's fast layout (same values); ``None``: on CPU, for the
       one-program formulations (whose steps run inside ``lax.scan``).
+    chunk_steps: with ``protocol.stop_when_done``, the trajectories run this
+      many steps (rounded up to whole evaluation blocks) between two checks of
+      the criterion on the host. It changes the work done past the stop, never
+      the result.
 
   Returns:
     A :class:`RelearnResult`.
@@ -440,6 +520,8 @@ def relearn(
       not sharded, or empty or mismatched data.
   """
   formulation = formulation or default_formulation()
+  if not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
+    raise ValueError(f"chunk_steps={chunk_steps!r} must be a positive integer.")
   if formulation not in FORMULATIONS:
     raise ValueError(f"formulation={formulation!r}: expected one of {FORMULATIONS}.")
   if mesh is not None:
@@ -477,19 +559,15 @@ def relearn(
       lambda k: trajectory_batch_indices(k, x.shape[0], protocol.max_steps, protocol.batch_size)
   )(keys)
   # Trajectory r = (learning rate r // K, data order r % K).
-  indices = jnp.tile(orders, (len(lr_grid), 1, 1))
-  lrs = jnp.repeat(jnp.asarray(lr_grid, jnp.float32), k_orders)
+  indices = np.tile(np.asarray(orders), (len(lr_grid), 1, 1))
+  lrs = np.repeat(np.asarray(lr_grid, np.float32), k_orders)
 
   if formulation in SHARDED_FORMULATIONS:
-    curves = _run_sharded(prog, params, lrs, indices, mesh=mesh or trajectory_mesh(),
-                          local=formulation)
+    start = functools.partial(_STARTS[formulation], mesh=mesh or trajectory_mesh())
   else:
-    curves = np.asarray(_RUNNERS[formulation](prog, params, lrs, indices))
-  accuracy, loss_curve, distance = curves[..., 0], curves[..., 1], curves[..., 2]
-  if protocol.criterion == "accuracy":
-    hit = accuracy >= protocol.threshold
-  else:
-    hit = loss_curve <= protocol.threshold  # NaN never hits
+    start = _STARTS[formulation]
+  curves, stop = _run(start, prog, params, lrs, indices, chunk_steps)
+  hit = _hits(curves, protocol)
   censored = ~hit.any(axis=1)
   first = np.where(censored, -1, protocol.eval_steps[np.argmax(hit, axis=1)])
   return RelearnResult(
@@ -497,9 +575,10 @@ def relearn(
       censored=censored,
       learning_rate=np.repeat(np.asarray(lr_grid), k_orders),
       steps=protocol.eval_steps,
-      accuracy=accuracy,
-      loss=loss_curve,
-      distance=distance,
+      accuracy=curves[..., 0],
+      loss=curves[..., 1],
+      distance=curves[..., 2],
+      stopped_at=int(protocol.eval_steps[stop]),
   )
 
 

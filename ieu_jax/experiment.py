@@ -127,9 +127,10 @@ def relearn_auc(result: _rcd.RelearnResult) -> float:
   """Mean over trajectories of the area under the forget-accuracy curve, per step.
 
   The empirical relearning speed that RCD is compared with: higher means the model
-  relearns faster (percent, averaged over the evaluation grid).
+  relearns faster (percent, averaged over the evaluated grid: up to
+  ``result.stopped_at`` when the run stopped once every trajectory had relearned).
   """
-  return float(np.mean(result.accuracy))
+  return float(np.nanmean(result.accuracy))
 
 
 def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str, float]:
@@ -170,6 +171,7 @@ def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
       batch_size=int(r.batch_size), max_steps=int(r.max_steps),
       criterion=r.criterion, threshold=float(threshold),
       num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
+      stop_when_done=bool(r.get("stop_when_done", True)),
   )
 
 
@@ -216,14 +218,16 @@ def _plot(path, curves: dict[str, _rcd.RelearnResult], threshold: float) -> None
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, res in curves.items():
-    mean = res.accuracy.mean(0)
-    line, = ax.plot(res.steps, mean, label=name)
+    mean = res.accuracy.mean(0)  # NaN after the run stopped (every trajectory relearned)
+    last = int(np.flatnonzero(np.isfinite(mean))[-1])
+    line, = ax.plot(res.steps, mean, label=name, marker="o", markevery=[last])
     ax.fill_between(res.steps, res.accuracy.min(0), res.accuracy.max(0),
                     color=line.get_color(), alpha=0.2)
   ax.axhline(threshold, color="k", ls="--", lw=0.8, label="criterion")
   ax.set_xlabel("relearning step")
   ax.set_ylabel("forget accuracy (%)")
-  ax.set_title("Relearning the forget set (mean; band: min-max over trajectories)")
+  ax.set_title("Relearning the forget set (mean; band: min-max over trajectories;\n"
+               "a dot: the run stops, every trajectory relearned)", fontsize=10)
   ax.legend()
   fig.tight_layout()
   tmp = path + ".tmp.png"
@@ -413,6 +417,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                        "batch_size": protocol.batch_size, "max_steps": protocol.max_steps,
                        "num_trajectories": protocol.num_trajectories,
                        "criterion": protocol.criterion, "threshold": threshold,
+                       "stop_when_done": protocol.stop_when_done,
                        "formulation": config.rcd.get("formulation") or _rcd.default_formulation()},
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",

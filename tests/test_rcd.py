@@ -78,8 +78,12 @@ def test_first_hit_matches_float64_recomputation(criterion, threshold):
   assert len({orders[k].tobytes() for k in range(4)}) == 4  # different data orders
 
   ref = _numpy_trajectories(w0, x, y, orders, 0.3, 60, momentum=0.5)
-  np.testing.assert_allclose(result.loss, ref[..., 1], rtol=2e-4, atol=2e-5)
-  np.testing.assert_allclose(result.accuracy, ref[..., 0], atol=1e-3)
+  # The run stopped at the last first hit: the curves agree up to it, NaN after.
+  stop = result.stopped_at
+  assert stop == result.first_hit.max() < 60
+  np.testing.assert_allclose(result.loss[:, :stop + 1], ref[:, :stop + 1, 1], rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(result.accuracy[:, :stop + 1], ref[:, :stop + 1, 0], atol=1e-3)
+  assert np.isnan(result.loss[:, stop + 1:]).all() and np.isnan(result.accuracy[:, stop + 1:]).all()
   metric = ref[..., 1] if criterion == "loss" else ref[..., 0]
   hit = metric <= threshold if criterion == "loss" else metric >= threshold
   assert hit.any(axis=1).all(), "the test problem should relearn within budget"
@@ -142,6 +146,70 @@ def test_formulations_agree():
   for r in results[1:]:
     np.testing.assert_allclose(r.loss, results[0].loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(r.first_hit, results[0].first_hit)
+    assert r.stopped_at == results[0].stopped_at
+
+
+@pytest.mark.parametrize("formulation", ieu_jax.FORMULATIONS)
+def test_stopping_when_done_changes_nothing_up_to_the_stop(formulation):
+  x, y, w0 = _problem(4)
+  protocol = ieu_jax.RelearnProtocol(
+      learning_rates=(0.1, 0.3), momentum=0.5, batch_size=8, max_steps=40,
+      criterion="loss", threshold=0.4, num_trajectories=3, stop_when_done=False)
+  args = (jnp.asarray(w0, jnp.float32), _apply,
+          (jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+  full = ieu_jax.relearn(*args, protocol, jax.random.key(5), formulation=formulation)
+  assert full.stopped_at == 40 and not np.isnan(full.loss).any()
+  assert not full.censored.any() and 0 < full.first_hit.max() < 30
+  assert len(set(full.first_hit.tolist())) > 1
+  stop = int(full.first_hit.max())
+  for chunk in (1, 3, 16, 100):  # chunks that end before, at and after the stop
+    early = ieu_jax.relearn(*args, dataclasses.replace(protocol, stop_when_done=True),
+                            jax.random.key(5), formulation=formulation, chunk_steps=chunk)
+    np.testing.assert_array_equal(early.first_hit, full.first_hit)
+    assert early.stopped_at == stop
+    for f in ("loss", "accuracy"):
+      np.testing.assert_array_equal(getattr(early, f)[:, :stop + 1],
+                                    getattr(full, f)[:, :stop + 1])
+      assert np.isnan(getattr(early, f)[:, stop + 1:]).all()
+  # A censored trajectory (unreachable loss for the small rate) runs the budget.
+  hard = dataclasses.replace(protocol, learning_rates=(1e-4, 0.3), stop_when_done=True)
+  res = ieu_jax.relearn(*args, hard, jax.random.key(5), formulation=formulation)
+  assert res.censored[:3].all() and res.stopped_at == 40 and not np.isnan(res.loss).any()
+
+
+def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
+  """The chunked loop on a fake formulation whose hits are known in advance."""
+  from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
+
+  hit_at = np.array([5, 11, 2])  # first step with accuracy >= 50, per trajectory
+  protocol = ieu_jax.RelearnProtocol(max_steps=40, threshold=50.0, num_trajectories=3)
+  calls = []
+
+  def start(prog, params, lrs):
+    del prog, params, lrs
+    t = np.zeros(3, int)
+
+    def advance(blocks):
+      calls.append(blocks.shape)
+      steps = t[:, None] + 1 + np.arange(blocks.shape[1])
+      t[:] = steps[:, -1]
+      acc = np.where(steps >= hit_at[:, None], 80.0, 10.0)
+      return np.stack([acc, -acc, np.zeros_like(acc)], axis=-1)
+
+    return np.array([10.0, -10.0, 0.0]), advance
+
+  prog = _rcd._Program(None, protocol, None, (None, None), (None, None), None)
+  indices = np.zeros((3, 40, 32), np.int32)
+  curves, stop = _rcd._run(start, prog, None, np.ones(3), indices, chunk_steps=4)
+  assert stop == 11 and len(calls) == 3 and all(c == (3, 4, 1, 32) for c in calls)
+  np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), hit_at)
+  assert np.isnan(curves[:, 12:]).all() and not np.isnan(curves[:, :12]).any()
+  # Met at step 0 by every trajectory: no step is run at all.
+  hit_at[:] = 0
+  calls.clear()
+  start0 = lambda *a: (np.array([80.0, -80.0, 0.0]), start(*a)[1])
+  curves, stop = _rcd._run(start0, prog, None, np.ones(3), indices, chunk_steps=4)
+  assert stop == 0 and not calls and np.isnan(curves[:, 1:]).all()
 
 
 def test_bad_input_is_named():

@@ -84,6 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rcd.criterion = "accuracy"
   c.rcd.tolerance = 1.0  # threshold = original's accuracy on those examples - tolerance
   c.rcd.formulation = config_dict.placeholder(str)  # default: chosen by backend
+  # End the relearning once every trajectory has met the criterion (first hits are
+  # those of the whole budget; the curves stop there).
+  c.rcd.stop_when_done = True
 
   # Hyperparameter search (experiments.search): every method gets the same budget of
   # candidate settings, scored on the validation split (see ieu_jax/protocol.py).
