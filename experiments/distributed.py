@@ -1,18 +1,23 @@
-"""Multi-host start-up shared by the experiment binaries."""
+"""Start-up shared by the experiment binaries: the CPU backend's setting, then hosts."""
 
 import os
 
 import jax
 from absl import logging
 
+import ieu_jax
+
 
 def maybe_initialize() -> None:
-  """Initialises ``jax.distributed`` when the environment describes several processes.
+  """Sets up JAX before its first computation: :func:`ieu_jax.configure_cpu`, then hosts.
 
-  Set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (or
-  run under a cluster JAX detects by itself, e.g. SLURM or a TPU pod); on a
-  single host nothing happens.
+  ``jax.distributed`` is initialised when the environment describes several
+  processes: set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID`` (or run under a cluster JAX detects by itself, e.g. SLURM or
+  a TPU pod); on a single host nothing happens.
   """
+  if ieu_jax.configure_cpu():
+    logging.info("XLA:CPU convolutions run on Eigen (%s)", ieu_jax.CPU_FLAG)
   if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     # JAX reads JAX_COORDINATOR_ADDRESS itself, but not the other two.
     kwargs = {}

@@ -5,6 +5,8 @@ IEU (Influence Eliminating Unlearning) as composable optax transformations, RCD
 standard unlearning metrics.
 """
 
+from ieu_jax._cpu import configure_cpu
+from ieu_jax._cpu import CPU_FLAG
 from ieu_jax._metrics import accuracy
 from ieu_jax._metrics import avg_gap
 from ieu_jax._metrics import mia_efficacy
@@ -34,6 +36,7 @@ from ieu_jax._transforms import WeightNoiseState
 __version__ = "0.1.0"
 
 __all__ = [
+    "CPU_FLAG",
     "FORMULATIONS",
     "RCDSummary",
     "RelearnProtocol",
@@ -45,6 +48,7 @@ __all__ = [
     "as_key",
     "ascent",
     "avg_gap",
+    "configure_cpu",
     "decoupled_weight_decay",
     "default_formulation",
     "ieu_transform",
