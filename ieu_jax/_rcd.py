@@ -96,6 +96,13 @@ class RelearnProtocol:
     stop_when_done: end the run once every trajectory has met the criterion
       (the curves after the last first hit are then NaN; first hits are the same
       as over the whole budget). False runs every trajectory to ``max_steps``.
+    probe_every: test the criterion only every this many evaluation points
+      (cheaper when an evaluation costs more than the steps between two), and
+      when a trajectory meets it for the first time, replay that window from its
+      saved start with every point evaluated. First hits keep the grid's
+      resolution whenever a trajectory that meets the criterion inside a window
+      still meets it at the window's end (a hit that comes and goes between two
+      probes is missed); the curves are NaN at the points not evaluated.
   """
 
   optimizer: Literal["sgd", "adam"] = "sgd"
@@ -108,13 +115,14 @@ class RelearnProtocol:
   num_trajectories: int = 8
   eval_every: int = 1
   stop_when_done: bool = True
+  probe_every: int = 1
 
   def __post_init__(self):
     if self.optimizer not in ("sgd", "adam"):
       raise ValueError(f"optimizer={self.optimizer!r}: expected 'sgd' or 'adam'.")
     if self.criterion not in ("accuracy", "loss"):
       raise ValueError(f"criterion={self.criterion!r}: expected 'accuracy' or 'loss'.")
-    for name in ("batch_size", "max_steps", "num_trajectories", "eval_every"):
+    for name in ("batch_size", "max_steps", "num_trajectories", "eval_every", "probe_every"):
       value = getattr(self, name)
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer.")
@@ -243,9 +251,11 @@ class _Program:
     return optax.apply_updates(params, updates), opt_state
 
   def block(self, carry, lr, idx_block):
-    """``eval_every`` steps, then an evaluation."""
-    for i in range(idx_block.shape[0]):
-      carry = self.step(carry, lr, idx_block[i])
+    """The steps of ``idx_block`` ``(steps, batch)``, then an evaluation."""
+    if idx_block.shape[0] == 1:
+      carry = self.step(carry, lr, idx_block[0])
+    else:
+      carry, _ = jax.lax.scan(lambda c, i: (self.step(c, lr, i), None), carry, idx_block)
     return carry, self.evaluate(carry[0])
 
   def chunk(self, carry, lr, blocks):
@@ -268,24 +278,33 @@ def _global(x, sharding: NamedSharding) -> jax.Array:
 def _program_key(protocol: RelearnProtocol) -> RelearnProtocol:
   """The protocol with what the compiled programs do not depend on made constant.
 
-  Learning rates are arguments; the criterion, threshold, K and the stopping rule
-  are applied on the host or come with the shapes. Equal keys share cached
+  Learning rates are arguments; the criterion, threshold, K, the stopping rule and
+  the probing are applied on the host or come with the shapes. Equal keys share cached
   programs.
   """
   return dataclasses.replace(protocol, learning_rates=1.0, threshold=0.0,
                              criterion="loss", num_trajectories=1, max_steps=protocol.eval_every,
-                             stop_when_done=True)
+                             stop_when_done=True, probe_every=1)
 
 
 def _data(prog: _Program):
   return (prog.relearn_x, prog.relearn_y, prog.eval_x, prog.eval_y, prog.reference)
 
 
-# Each formulation is a ``start(prog, params, lrs, mesh) -> (first, advance)``:
-# ``first`` the ``(3,)`` evaluation of the starting weights (host), and
-# ``advance(blocks)`` runs every trajectory through the next evaluation blocks
-# ``(K, n, eval_every, batch)`` (host indices), keeping the trajectories' state
-# between calls, and returns their ``(K, n, 3)`` curves (host).
+class _Runner(NamedTuple):
+  """One formulation, started from the weights (see :data:`_STARTS`).
+
+  ``first`` is the ``(3,)`` evaluation of the starting weights (host) and
+  ``carry`` every trajectory's ``(params, opt_state)``. ``advance(carry, blocks)``
+  runs every trajectory through evaluation blocks ``(K, n, steps, batch)`` (host
+  indices) and returns ``(carry, (K, n, 3) host curves)``; it may consume
+  ``carry``, so ``save(carry)`` returns a copy to advance from again.
+  """
+
+  first: np.ndarray
+  carry: Any
+  advance: Any
+  save: Any
 
 
 @functools.lru_cache(maxsize=16)
@@ -310,10 +329,11 @@ def _sharded_functions(apply_fn, protocol, loss, local: str, mesh: Mesh):
                 donate_argnums=0)
   evaluate = jax.jit(lambda data, p: program(data).evaluate(p))
   gather = jax.jit(lambda c: c, out_shardings=NamedSharding(mesh, P()))
-  return init, run, evaluate, gather
+  copy = jax.jit(lambda c: jax.tree.map(jnp.copy, c))
+  return init, run, evaluate, gather, copy
 
 
-def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str):
+def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str) -> _Runner:
   """Shards the trajectory axis over ``mesh``; ``local`` is how a device runs its share."""
   n, k = mesh.size, lrs.shape[0]
   padded = -(-k // n) * n  # padded with copies of the last trajectory; dropped below
@@ -324,7 +344,7 @@ def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str):
   params, data = rep(params), rep(_data(prog))
   lrs = _global(lrs, sharded)
   # Learning rates are arguments, not part of the program: key the cache without them.
-  init, run, evaluate, gather = _sharded_functions(
+  init, run, evaluate, gather, copy = _sharded_functions(
       prog.apply_fn, _program_key(prog.protocol), prog.loss, local, mesh)
   # The trajectory state is created already sharded along the trajectory axis:
   # its shapes first (no computation), then a program in which each device writes
@@ -334,31 +354,28 @@ def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str):
       params, lrs)
   first = np.asarray(evaluate(data, params).addressable_data(0))
 
-  def advance(blocks):
-    nonlocal carry
+  def advance(carry, blocks):
     blocks = np.concatenate([blocks, np.repeat(blocks[-1:], padded - k, axis=0)])
     carry, curves = run(carry, data, lrs, _global(blocks, sharded))
     # Every process gets every trajectory's curves (small): gather, drop the padding.
-    return np.asarray(gather(curves).addressable_data(0))[:k]
+    return carry, np.asarray(gather(curves).addressable_data(0))[:k]
 
-  return first, advance
+  return _Runner(first, carry, advance, copy)
 
 
-def _start_vmap_loop(prog: _Program, params, lrs, *, mesh=None):
+def _start_vmap_loop(prog: _Program, params, lrs, *, mesh=None) -> _Runner:
   del mesh
   block = jax.jit(jax.vmap(prog.block))
-  carry = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))(params, lrs)
-  first = np.asarray(jax.jit(prog.evaluate)(params))
 
-  def advance(blocks):
-    nonlocal carry
+  def advance(carry, blocks):
     curves = []
     for g in range(blocks.shape[1]):
       carry, metrics = block(carry, lrs, blocks[:, g])
       curves.append(metrics)
-    return np.asarray(jnp.stack(curves, axis=1))
+    return carry, np.asarray(jnp.stack(curves, axis=1))
 
-  return first, advance
+  carry = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))(params, lrs)
+  return _Runner(np.asarray(jax.jit(prog.evaluate)(params)), carry, advance, lambda c: c)
 
 
 @functools.lru_cache(maxsize=16)
@@ -374,25 +391,24 @@ def _sequential_functions(apply_fn, protocol, loss):
   return init, evaluate, block
 
 
-def _start_sequential(prog: _Program, params, lrs, *, mesh=None):
+def _start_sequential(prog: _Program, params, lrs, *, mesh=None) -> _Runner:
   del mesh
   init, evaluate, block = _sequential_functions(
       prog.apply_fn, _program_key(prog.protocol), prog.loss)
   data = _data(prog)
-  carries = [init(params, lr) for lr in lrs]
-  first = np.asarray(evaluate(data, params))
 
-  def advance(blocks):
-    rows = []
+  def advance(carries, blocks):
+    carries, rows = list(carries), []
     for k, lr in enumerate(lrs):
       curve = []
       for g in range(blocks.shape[1]):
         carries[k], metrics = block(data, carries[k], lr, blocks[k, g])
         curve.append(metrics)
       rows.append(jnp.stack(curve))
-    return np.asarray(jnp.stack(rows))
+    return carries, np.asarray(jnp.stack(rows))
 
-  return first, advance
+  carries = [init(params, lr) for lr in lrs]
+  return _Runner(np.asarray(evaluate(data, params)), carries, advance, list)
 
 
 @functools.lru_cache(maxsize=16)
@@ -416,33 +432,57 @@ def _hits(curves: np.ndarray, protocol: RelearnProtocol) -> np.ndarray:
 
 
 def _run(start, prog: _Program, params, lrs, indices, chunk_steps: int):
-  """Runs the trajectories in chunks, stopping once every one has met the criterion.
+  """Runs the trajectories in chunks: probes, replays, and the stop.
 
-  Returns ``(curves, stop)``: ``(K, G, 3)`` curves on the evaluation grid, NaN
-  after grid point ``stop`` (the last one any trajectory needed).
+  Without probing (``probe_every == 1``) every evaluation point is computed, in
+  chunks of about ``chunk_steps`` steps with a host check of the stopping rule
+  between them. With probing, a chunk is ``probe_every`` evaluation blocks run
+  with one evaluation at its end; when a trajectory meets the criterion there
+  for the first time, the chunk is replayed from its saved start with every
+  point evaluated, so first hits keep the grid's resolution.
+
+  Returns ``(curves, stop)``: ``(K, G, 3)`` curves on the evaluation grid (NaN
+  at points not evaluated, and after grid point ``stop``, the last one any
+  trajectory needed when the run stopped early).
   """
   protocol = prog.protocol
-  e = protocol.eval_every
+  e, probe = protocol.eval_every, protocol.probe_every
   num_blocks = protocol.max_steps // e
   k, _, batch = indices.shape
   blocks = indices.reshape(k, num_blocks, e, batch)
-  chunk = max(1, -(-chunk_steps // e)) if protocol.stop_when_done else num_blocks
-  chunk = min(chunk, num_blocks)
+  if probe > 1:
+    chunk = probe
+  elif protocol.stop_when_done:
+    chunk = min(max(1, -(-chunk_steps // e)), num_blocks)
+  else:
+    chunk = num_blocks
   # Every chunk has the same length (one compilation); the last is filled with
   # copies of the last block, whose results are dropped.
   fill = -num_blocks % chunk
   blocks = np.concatenate([blocks, np.repeat(blocks[:, -1:], fill, axis=1)], axis=1)
 
-  first, advance = start(prog, params, lrs)
+  runner = start(prog, params, lrs)
+  carry = runner.carry
   curves = np.full((k, num_blocks + 1, 3), np.nan, np.float32)
-  curves[:, 0] = first
+  curves[:, 0] = runner.first
   done = 0
   while done < num_blocks:
-    if protocol.stop_when_done and _hits(curves, protocol).any(axis=1).all():
+    met = _hits(curves, protocol).any(axis=1)
+    if protocol.stop_when_done and met.all():
       break
-    out = advance(blocks[:, done:done + chunk])
+    window = blocks[:, done:done + chunk]
     n = min(chunk, num_blocks - done)
-    curves[:, done + 1:done + 1 + n] = out[:, :n]
+    if probe > 1 and n == chunk:
+      saved = runner.save(carry)
+      carry, end = runner.advance(carry, window.reshape(k, 1, chunk * e, batch))
+      if _hits(end[:, 0], protocol)[~met].any():  # a first hit: replay every point
+        carry, out = runner.advance(saved, window)
+        curves[:, done + 1:done + 1 + n] = out
+      else:
+        curves[:, done + chunk] = end[:, 0]
+    else:
+      carry, out = runner.advance(carry, window)
+      curves[:, done + 1:done + 1 + n] = out[:, :n]
     done += n
   hit = _hits(curves, protocol)
   if not protocol.stop_when_done or not hit.any(axis=1).all():

@@ -31,13 +31,14 @@ def linear_apply(w, x):
   return x @ w
 
 
-def run_linear(mesh=None, formulation="map_scan", optimizer="adam"):
+def run_linear(mesh=None, formulation="map_scan", optimizer="adam", probe_every=1):
   import ieu_jax  # pylint: disable=g-import-not-at-top
 
   w0, data = linear_problem()
   protocol = ieu_jax.RelearnProtocol(
       optimizer=optimizer, learning_rates=(0.05, 0.2), momentum=0.5, batch_size=8,
       max_steps=24, criterion="loss", threshold=0.5, num_trajectories=3, eval_every=2,
+      probe_every=probe_every,
   )
   return ieu_jax.relearn(w0, linear_apply, data, protocol, jax.random.key(7),
                          reference_params=jnp.zeros_like(w0), formulation=formulation,
@@ -75,6 +76,9 @@ def main(argv):
     for f, opt in (("map_scan", "adam"), ("map_scan", "sgd"), ("vmap_scan", "adam")):
       out.update(_flat(f"linear.{f}.{opt}.one", run_linear(one, f, opt)))
       out.update(_flat(f"linear.{f}.{opt}.eight", run_linear(eight, f, opt)))
+    # Probing saves and replays the sharded trajectory state.
+    out.update(_flat("linear.map_scan.probe.one", run_linear(one, probe_every=3)))
+    out.update(_flat("linear.map_scan.probe.eight", run_linear(eight, probe_every=3)))
     for f in ("map_scan", "vmap_scan"):
       out.update(_flat(f"cnn.{f}.one", run_cnn(one, f)))
       out.update(_flat(f"cnn.{f}.eight", run_cnn(eight, f)))

@@ -177,39 +177,92 @@ def test_stopping_when_done_changes_nothing_up_to_the_stop(formulation):
   assert res.censored[:3].all() and res.stopped_at == 40 and not np.isnan(res.loss).any()
 
 
-def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
-  """The chunked loop on a fake formulation whose hits are known in advance."""
+def _fake_start(accuracy):
+  """A formulation whose trajectory k has accuracy ``accuracy(k, step)``; counts work."""
   from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
 
-  hit_at = np.array([5, 11, 2])  # first step with accuracy >= 50, per trajectory
-  protocol = ieu_jax.RelearnProtocol(max_steps=40, threshold=50.0, num_trajectories=3)
   calls = []
 
   def start(prog, params, lrs):
-    del prog, params, lrs
-    t = np.zeros(3, int)
+    del prog, params
+    k = len(lrs)
 
-    def advance(blocks):
+    def advance(t, blocks):  # the carry: steps done per trajectory
       calls.append(blocks.shape)
-      steps = t[:, None] + 1 + np.arange(blocks.shape[1])
-      t[:] = steps[:, -1]
-      acc = np.where(steps >= hit_at[:, None], 80.0, 10.0)
-      return np.stack([acc, -acc, np.zeros_like(acc)], axis=-1)
+      steps = t[:, None] + blocks.shape[2] * (1 + np.arange(blocks.shape[1]))
+      acc = np.vectorize(accuracy)(np.arange(k)[:, None], steps)
+      return steps[:, -1], np.stack([acc, -acc, np.zeros_like(acc)], axis=-1)
 
-    return np.array([10.0, -10.0, 0.0]), advance
+    acc0 = np.vectorize(accuracy)(np.arange(k), 0)
+    first = np.array([acc0[0], -acc0[0], 0.0])
+    return _rcd._Runner(first, np.zeros(k, int), advance, np.copy)
+
+  return start, calls
+
+
+def _drive(start, protocol, chunk_steps=4):
+  from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
 
   prog = _rcd._Program(None, protocol, None, (None, None), (None, None), None)
-  indices = np.zeros((3, 40, 32), np.int32)
-  curves, stop = _rcd._run(start, prog, None, np.ones(3), indices, chunk_steps=4)
-  assert stop == 11 and len(calls) == 3 and all(c == (3, 4, 1, 32) for c in calls)
+  indices = np.zeros((protocol.num_trajectories, protocol.max_steps, 32), np.int32)
+  return _rcd._run(start, prog, None, np.ones(protocol.num_trajectories), indices, chunk_steps)
+
+
+def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
+  """The chunked loop on a fake formulation whose hits are known in advance."""
+  hit_at = np.array([5, 11, 2])  # first step with accuracy >= 50, per trajectory
+  protocol = ieu_jax.RelearnProtocol(max_steps=40, threshold=50.0, num_trajectories=3)
+  start, calls = _fake_start(lambda k, t: 80.0 if t >= hit_at[k] else 10.0)
+  curves, stop = _drive(start, protocol)
+  assert stop == 11 and calls == [(3, 4, 1, 32)] * 3
   np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), hit_at)
   assert np.isnan(curves[:, 12:]).all() and not np.isnan(curves[:, :12]).any()
   # Met at step 0 by every trajectory: no step is run at all.
-  hit_at[:] = 0
-  calls.clear()
-  start0 = lambda *a: (np.array([80.0, -80.0, 0.0]), start(*a)[1])
-  curves, stop = _rcd._run(start0, prog, None, np.ones(3), indices, chunk_steps=4)
+  start, calls = _fake_start(lambda k, t: 80.0)
+  curves, stop = _drive(start, protocol)
   assert stop == 0 and not calls and np.isnan(curves[:, 1:]).all()
+
+
+def test_probing_replays_the_windows_of_first_hits_at_full_resolution():
+  hit_at = np.array([13, 6, 14, 37])
+  protocol = ieu_jax.RelearnProtocol(max_steps=42, threshold=50.0, num_trajectories=4,
+                                     probe_every=5)
+  start, calls = _fake_start(lambda k, t: 60.0 + t if t >= hit_at[k] else 10.0 + t)
+  curves, stop = _drive(start, protocol)
+  np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), hit_at)
+  assert stop == 37
+  # Probes at 5, 10, ..., 35; first hits in the windows (5, 10], (10, 15], (35, 40]
+  # are replayed point by point; nothing after the stop.
+  coarse, fine = (4, 1, 5, 32), (4, 5, 1, 32)
+  assert calls == [coarse, coarse, fine, coarse, fine] + [coarse] * 4 + [coarse, fine]
+  evaluated = np.flatnonzero(~np.isnan(curves[0, :, 0]))
+  np.testing.assert_array_equal(evaluated, [0, 5, *range(6, 16), 20, 25, 30, 35, 36, 37])
+  np.testing.assert_array_equal(curves[2, evaluated, 0],
+                                [60.0 + t if t >= 14 else 10.0 + t for t in evaluated])
+  # The documented limit: a hit that is gone again at the next probe is missed
+  # (step by step, the first hit is 3; probing sees the one at 20).
+  start, _ = _fake_start(lambda k, t: 80.0 if t == 3 or t >= 20 else 10.0)
+  curves, _ = _drive(start, protocol)
+  np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), [20] * 4)
+
+
+@pytest.mark.parametrize("formulation", ["map_scan", "sequential"])
+def test_probing_finds_the_per_step_first_hits_of_a_real_model(formulation):
+  x, y, w0 = _problem(4)
+  per_step = ieu_jax.RelearnProtocol(
+      learning_rates=(0.02, 0.3), momentum=0.5, batch_size=8, max_steps=40,
+      criterion="loss", threshold=0.4, num_trajectories=3)
+  args = (jnp.asarray(w0, jnp.float32), _apply, (jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+  want = ieu_jax.relearn(*args, per_step, jax.random.key(5), formulation=formulation)
+  assert len(set(want.first_hit.tolist())) > 2  # hits in several windows
+  assert want.first_hit.max() - want.first_hit.min() > 8  # and windows without one
+  got = ieu_jax.relearn(*args, dataclasses.replace(per_step, probe_every=4),
+                        jax.random.key(5), formulation=formulation)
+  np.testing.assert_array_equal(got.first_hit, want.first_hit)
+  assert got.stopped_at == want.stopped_at
+  seen = ~np.isnan(got.loss)
+  assert 0 < seen.sum() < (~np.isnan(want.loss)).sum()  # fewer evaluations
+  np.testing.assert_allclose(got.loss[seen], want.loss[seen], rtol=1e-6)
 
 
 def test_bad_input_is_named():

@@ -50,7 +50,7 @@ def test_eight_devices_equal_one_device(tmp_path):
   assert proc.returncode == 0, proc.stderr[-4000:]
   npz = np.load(out)
   cases = sorted({k.rsplit(".", 2)[0] for k in npz.files if ".one." in k})
-  assert len(cases) == 5, cases
+  assert len(cases) == 6, cases
   for case in cases:
     one, eight = _result(npz, case + ".one"), _result(npz, case + ".eight")
     assert one["first_hit"].shape == ((6,) if case.startswith("linear") else (5,))
@@ -58,6 +58,8 @@ def test_eight_devices_equal_one_device(tmp_path):
     assert len(set(one["first_hit"].tolist())) > 1, f"{case}: a test that can tell"
   _assert_same(_result(npz, "linear.map_scan.adam.one"), _result(npz, "linear.sequential"),
                "sequential")
+  probe, every = _result(npz, "linear.map_scan.probe.one"), _result(npz, "linear.map_scan.adam.one")
+  np.testing.assert_array_equal(probe["first_hit"], every["first_hit"])
 
 
 def _free_port() -> int:
