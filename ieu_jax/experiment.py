@@ -172,6 +172,7 @@ def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
       criterion=r.criterion, threshold=float(threshold),
       num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
       stop_when_done=bool(r.get("stop_when_done", True)),
+      probe_every=int(r.get("probe_every", 1)),
   )
 
 
@@ -418,6 +419,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                        "num_trajectories": protocol.num_trajectories,
                        "criterion": protocol.criterion, "threshold": threshold,
                        "stop_when_done": protocol.stop_when_done,
+                       "probe_every": protocol.probe_every,
                        "formulation": config.rcd.get("formulation") or _rcd.default_formulation()},
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",

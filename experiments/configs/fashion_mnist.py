@@ -87,6 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # End the relearning once every trajectory has met the criterion (first hits are
   # those of the whole budget; the curves stop there).
   c.rcd.stop_when_done = True
+  # Test the criterion every k steps and replay a window with a first hit step by
+  # step (faster where evaluating costs more than a step; 1: every step).
+  c.rcd.probe_every = 1
 
   # Hyperparameter search (experiments.search): every method gets the same budget of
   # candidate settings, scored on the validation split (see ieu_jax/protocol.py).
