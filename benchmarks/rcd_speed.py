@@ -34,7 +34,7 @@ import time
 
 import ieu_jax
 
-ieu_jax.configure_cpu()  # before JAX starts: XLA:CPU convolutions on Eigen, as the binaries
+ieu_jax.configure_cpu()  # before JAX starts, as the binaries do (docs/performance.md)
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -15,8 +15,8 @@ features 32, 64, ResNet-18 (GroupNorm, 32x32x3; SGD with momentum), and, library
 only, the MLP and the generative half's UNet (16x16, Adam).
 
 Before JAX starts, the benchmark calls :func:`ieu_jax.configure_cpu` (XLA:CPU
-convolutions on Eigen) as the binaries do; ``--no-configure-cpu`` measures XLA's
-default instead. Times are the median over repeats of the mean time per step of
+convolutions and elementwise fusions outside YNNPACK) as the binaries do;
+``--no-configure-cpu`` measures XLA's default instead. Times are the median over repeats of the mean time per step of
 a run of steps (compilation excluded). The last line is
 ``train_step cnn16x32 b128 jax_ms=<a> torch_ms=<b> ratio=<b/a>``, with ``torch_ms``
 the faster of PyTorch's thread settings (above 1: the library is faster).
@@ -41,7 +41,7 @@ def _args(argv):
                            " (default: all; quick: cnn16x32)")
   parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (5; quick 3)")
   parser.add_argument("--no-configure-cpu", action="store_true",
-                      help="leave XLA:CPU's convolution library at its default (YNNPACK)")
+                      help="leave XLA:CPU's YNNPACK fusions at their default")
   return parser.parse_args(argv)
 
 

@@ -17,7 +17,8 @@ def maybe_initialize() -> None:
   a TPU pod); on a single host nothing happens.
   """
   if ieu_jax.configure_cpu():
-    logging.info("XLA:CPU convolutions run on Eigen (%s)", ieu_jax.CPU_FLAG)
+    logging.info("XLA:CPU: convolutions and elementwise fusions outside YNNPACK (%s)",
+                 ieu_jax.CPU_FLAG)
   if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     # JAX reads JAX_COORDINATOR_ADDRESS itself, but not the other two.
     kwargs = {}

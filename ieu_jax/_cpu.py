@@ -1,20 +1,22 @@
-"""XLA:CPU's convolution library: the one process-wide setting that ieu-jax tunes.
+"""Which XLA:CPU fusions YNNPACK runs: the one process-wide setting that ieu-jax tunes.
 
 XLA:CPU (jaxlib 0.10) hands every convolution with more than 16 input or output
-features to YNNPACK. For the convolutions of this project's models (3x3, 16-512
-features, batch 32-128), XLA's other convolution path (Eigen) is markedly faster
-on the CPUs we measured: ``benchmarks/train_step.py`` measures both, and
-``docs/performance.md`` has the figures.
+features, and many elementwise fusions, to YNNPACK. For this project's CPU
+models, XLA's own paths are faster on the CPUs we measured: Eigen for the
+convolutions of the small CNN (3x3, 16-64 features), and XLA's loop fusions for
+the UNet's elementwise work (normalisation, swish, the conditioning shift).
+ResNet-18 alone prefers YNNPACK's elementwise fusions. ``benchmarks/train_step.py``
+measures every model, and ``docs/performance.md`` has the figures.
 
 The choice is an XLA flag, read once when JAX starts its CPU backend, so it
 cannot be a property of a model or a step: :func:`configure_cpu` appends it to
 ``XLA_FLAGS`` before that happens. The experiment binaries, the benchmarks and the
 tests call it first thing; a library user calls it before the first JAX
 computation, or not at all (everything stays correct, only slower on CPU).
-YNNPACK keeps the dots, reductions and elementwise fusions it already handles.
+YNNPACK keeps the dots and reductions.
 
-Both convolution paths compute the same convolution; they may differ in float32
-rounding (the order of a sum), never in anything larger.
+Both paths compute the same functions; they may differ in float32 rounding (the
+order of a sum, a transcendental function's last bit), never in anything larger.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from absl import logging
 
 __all__ = ["CPU_FLAG", "configure_cpu"]
 
-# Every YNNPACK fusion type of jaxlib 0.10 except individual convolutions.
-CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_dot"
+# jaxlib 0.10's YNNPACK fusion types without individual convolutions and
+# elementwise fusions.
+CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce,individual_dot"
 _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 # The jaxlib releases whose XLA knows the flag and its values (an unknown flag in
 # XLA_FLAGS aborts the process, so other releases are left alone).
@@ -47,7 +50,7 @@ def _backends_started() -> bool:
 
 
 def configure_cpu() -> bool:
-  """Routes XLA:CPU convolutions to Eigen instead of YNNPACK (faster here).
+  """Keeps XLA:CPU convolutions and elementwise fusions out of YNNPACK (faster here).
 
   Call it before the first JAX computation. It changes nothing when ``XLA_FLAGS``
   already sets the YNNPACK fusion types (the user's choice wins), when JAX's
