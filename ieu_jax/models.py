@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ieu_jax._conv import Conv
 from ieu_jax._pooling import max_pool
 
 __all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS"]
@@ -22,8 +23,10 @@ __all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS"]
 class SmallCNN(nn.Module):
   """Two 3x3 conv layers with max-pooling, then a dense hidden layer.
 
-  The pooling is :func:`ieu_jax._pooling.max_pool`: flax's values and gradients,
-  with a gradient that is cheap on CPU.
+  The layers are flax's, written to be cheap on CPU (``docs/performance.md``):
+  :class:`ieu_jax._conv.Conv` (``nn.Conv``'s parameters; a one-channel input is
+  convolved as taps) and :func:`ieu_jax._pooling.max_pool` (flax's values and
+  gradients, a cheaper gradient).
   """
 
   num_classes: int
@@ -33,7 +36,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, x):
     for f in self.features:
-      x = nn.relu(nn.Conv(f, (3, 3))(x))
+      x = nn.relu(Conv(f, (3, 3))(x))
       x = max_pool(x, (2, 2))
     x = x.reshape(x.shape[:-3] + (-1,))
     x = nn.relu(nn.Dense(self.hidden)(x))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ieu_jax import models
+from ieu_jax._conv import Conv
 from ieu_jax._pooling import max_pool
 
 
@@ -51,14 +52,14 @@ def test_window_pool_refuses_windows_that_do_not_tile():
 
 
 class _FlaxPoolCNN(nn.Module):
-  """SmallCNN as it was written with flax's max_pool (same parameter tree)."""
+  """SmallCNN with flax's max_pool (same layers otherwise, same parameter tree)."""
 
   features: tuple = (16, 32)
 
   @nn.compact
   def __call__(self, x):
     for f in self.features:
-      x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3))(x)), (2, 2), (2, 2))
+      x = nn.max_pool(nn.relu(Conv(f, (3, 3))(x)), (2, 2), (2, 2))
     x = nn.relu(nn.Dense(128)(x.reshape(x.shape[0], -1)))
     return nn.Dense(10)(x)
 
