@@ -16,8 +16,8 @@ only, the MLP and the generative half's UNet (16x16, Adam).
 
 Before JAX starts, the benchmark calls :func:`ieu_jax.configure_cpu` (XLA:CPU
 convolutions and elementwise fusions outside YNNPACK) as the binaries do;
-``--no-configure-cpu`` measures XLA's default instead. Times are the median over repeats of the mean time per step of
-a run of steps (compilation excluded). The last line is
+``--no-configure-cpu`` measures XLA's default instead. Times are the median over
+repeats of the mean time per step of a run of steps (compilation excluded). The last line is
 ``train_step cnn16x32 b128 jax_ms=<a> torch_ms=<b> ratio=<b/a>``, with ``torch_ms``
 the faster of PyTorch's thread settings (above 1: the library is faster).
 """
@@ -134,10 +134,11 @@ def main(argv=None) -> dict:
   names = [n for n in names.split(",") if n]
   repeats = args.repeats or (3 if args.quick else 5)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  flags_now = os.environ.get("XLA_FLAGS", "")
   print(f"train_step: batch {BATCH}; {jax.device_count()} {jax.default_backend()} device(s),"
         f" {os.cpu_count()} CPUs, load {load:.1f}; jax {jax.__version__}"
         f"{', torch ' + torch.__version__ if torch else ', torch not installed'};"
-        f" configure_cpu {'on' if configured else 'off'} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r});"
+        f" configure_cpu {'on' if configured else 'off'} (XLA_FLAGS={flags_now!r});"
         f" median of {repeats}")
   print(f"{'model':<10} {'params':>10} {'jax ms':>9} {'torch1 ms':>10} {'torch2 ms':>10}"
         f" {'ratio':>6}  logit check")

@@ -13,7 +13,7 @@ laid out is a choice of *formulation* (see :data:`FORMULATIONS`), because the
 fastest layout depends on the backend:
 
 * ``"vmap_scan"``: one jitted program, ``vmap`` over trajectories of a ``lax.scan``
-  over steps (no host round trip at all; the fast way on GPU/TPU);
+  over steps (no host round trip inside a chunk; the fast way on GPU/TPU);
 * ``"vmap_loop"``: a Python loop over steps of one jitted, vmapped step;
 * ``"map_scan"``: one jitted program, ``lax.map`` over trajectories of the same
   ``lax.scan`` over steps: trajectories run one after another inside the program
@@ -22,6 +22,12 @@ fastest layout depends on the backend:
   single-copy step.
 
 All compute the same numbers from the same keys (to float rounding).
+
+Every formulation runs in chunks of steps with the trajectory state kept between
+them (on the devices, sharded, for the one-program forms). Between chunks the host
+tests the criterion, so a run can end once every trajectory has met it
+(``stop_when_done``), and, with ``probe_every > 1``, a chunk evaluated only at its
+end can be replayed point by point from its saved start when it holds a first hit.
 
 The one-program formulations (``"vmap_scan"``, ``"map_scan"``) are sharded along
 the trajectory axis of a one-dimensional device mesh (by default all devices, of
@@ -282,9 +288,9 @@ def _program_key(protocol: RelearnProtocol) -> RelearnProtocol:
   the probing are applied on the host or come with the shapes. Equal keys share cached
   programs.
   """
-  return dataclasses.replace(protocol, learning_rates=1.0, threshold=0.0,
-                             criterion="loss", num_trajectories=1, max_steps=protocol.eval_every,
-                             stop_when_done=True, probe_every=1)
+  return dataclasses.replace(
+      protocol, learning_rates=1.0, threshold=0.0, criterion="loss", num_trajectories=1,
+      max_steps=protocol.eval_every, stop_when_done=True, probe_every=1)
 
 
 def _data(prog: _Program):
