@@ -305,12 +305,15 @@ class _Runner(NamedTuple):
   runs every trajectory through evaluation blocks ``(K, n, steps, batch)`` (host
   indices) and returns ``(carry, (K, n, 3) host curves)``; it may consume
   ``carry``, so ``save(carry)`` returns a copy to advance from again.
+  ``static_chunks``: ``advance`` compiles for the number of blocks (a scan), so
+  every call should pass the same number.
   """
 
   first: np.ndarray
   carry: Any
   advance: Any
   save: Any
+  static_chunks: bool = False
 
 
 @functools.lru_cache(maxsize=16)
@@ -366,7 +369,7 @@ def _start_sharded(prog: _Program, params, lrs, *, mesh: Mesh, local: str) -> _R
     # Every process gets every trajectory's curves (small): gather, drop the padding.
     return carry, np.asarray(gather(curves).addressable_data(0))[:k]
 
-  return _Runner(first, carry, advance, copy)
+  return _Runner(first, carry, advance, copy, static_chunks=True)
 
 
 def _start_vmap_loop(prog: _Program, params, lrs, *, mesh=None) -> _Runner:
@@ -459,11 +462,15 @@ def _run(start, prog: _Program, params, lrs, indices, chunk_steps: int):
   if probe > 1:
     chunk = probe
   elif protocol.stop_when_done:
-    chunk = min(max(1, -(-chunk_steps // e)), num_blocks)
+    # About chunk_steps per chunk, cut so that the chunks tile the budget as
+    # evenly as they can (the last one is filled, below).
+    count = -(-num_blocks // max(1, -(-chunk_steps // e)))
+    chunk = -(-num_blocks // count)
   else:
     chunk = num_blocks
-  # Every chunk has the same length (one compilation); the last is filled with
-  # copies of the last block, whose results are dropped.
+  # A scanned chunk has a static length (one compilation): the last is filled with
+  # copies of the last block, whose results are dropped. Python-loop runners take
+  # the last chunk as it is.
   fill = -num_blocks % chunk
   blocks = np.concatenate([blocks, np.repeat(blocks[:, -1:], fill, axis=1)], axis=1)
 
@@ -487,7 +494,7 @@ def _run(start, prog: _Program, params, lrs, indices, chunk_steps: int):
       else:
         curves[:, done + chunk] = end[:, 0]
     else:
-      carry, out = runner.advance(carry, window)
+      carry, out = runner.advance(carry, window if runner.static_chunks else window[:, :n])
       curves[:, done + 1:done + 1 + n] = out[:, :n]
     done += n
   hit = _hits(curves, protocol)

@@ -177,7 +177,7 @@ def test_stopping_when_done_changes_nothing_up_to_the_stop(formulation):
   assert res.censored[:3].all() and res.stopped_at == 40 and not np.isnan(res.loss).any()
 
 
-def _fake_start(accuracy):
+def _fake_start(accuracy, static_chunks=False):
   """A formulation whose trajectory k has accuracy ``accuracy(k, step)``; counts work."""
   from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
 
@@ -195,7 +195,7 @@ def _fake_start(accuracy):
 
     acc0 = np.vectorize(accuracy)(np.arange(k), 0)
     first = np.array([acc0[0], -acc0[0], 0.0])
-    return _rcd._Runner(first, np.zeros(k, int), advance, np.copy)
+    return _rcd._Runner(first, np.zeros(k, int), advance, np.copy, static_chunks)
 
   return start, calls
 
@@ -221,6 +221,16 @@ def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
   start, calls = _fake_start(lambda k, t: 80.0)
   curves, stop = _drive(start, protocol)
   assert stop == 0 and not calls and np.isnan(curves[:, 1:]).all()
+
+
+def test_chunks_tile_the_budget_and_only_scans_get_a_filled_last_chunk():
+  protocol = ieu_jax.RelearnProtocol(max_steps=50, threshold=50.0, num_trajectories=2)
+  late = lambda k, t: 80.0 if t >= 48 else 10.0
+  for static, want in ((True, [(2, 13, 1, 32)] * 4), (False, [(2, 13, 1, 32)] * 3 + [(2, 11, 1, 32)])):
+    start, calls = _fake_start(late, static_chunks=static)
+    curves, stop = _drive(start, protocol, chunk_steps=16)  # 50 steps: 4 chunks of 13
+    assert calls == want and stop == 48
+    np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), [48, 48])
 
 
 def test_probing_replays_the_windows_of_first_hits_at_full_resolution():
