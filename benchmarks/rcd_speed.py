@@ -160,24 +160,9 @@ def torch_fn(params, data, k, steps, threads=1):
   y = torch.from_numpy(np.array(data[1]).astype(np.int64))
 
   def build():
-    net = nn.Sequential(
-        nn.Conv2d(1, FEATURES[0], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(FEATURES[0], FEATURES[1], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(FEATURES[1] * 7 * 7, HIDDEN), nn.ReLU(),
-        nn.Linear(HIDDEN, NUM_CLASSES),
-    )
-    p = jax.tree.map(np.array, params)  # writable copies
-    with torch.no_grad():
-      for i, name in enumerate(("Conv_0", "Conv_1")):
-        net[3 * i].weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1)))
-        net[3 * i].bias.copy_(torch.from_numpy(p[name]["bias"]))
-      # flax flattens NHWC, torch NCHW: permute the first dense layer's rows.
-      w = p["Dense_0"]["kernel"].reshape(7, 7, FEATURES[1], HIDDEN).transpose(2, 0, 1, 3)
-      net[7].weight.copy_(torch.from_numpy(w.reshape(-1, HIDDEN).T.copy()))
-      net[7].bias.copy_(torch.from_numpy(p["Dense_0"]["bias"]))
-      net[9].weight.copy_(torch.from_numpy(p["Dense_1"]["kernel"].T.copy()))
-      net[9].bias.copy_(torch.from_numpy(p["Dense_1"]["bias"]))
-    return net
+    from benchmarks import _torch_models  # pylint: disable=g-import-not-at-top
+
+    return _torch_models.small_cnn(params, FEATURES, HIDDEN, NUM_CLASSES, SHAPE[0])
 
   reference = [q.detach().clone() for q in build().parameters()]
   gen = torch.Generator().manual_seed(0)
