@@ -1,0 +1,38 @@
+"""The one output writer: atomic, process 0 only; the markdown table and number formats."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from ieu_jax import outputs
+
+
+def test_write_json_is_atomic_and_json_safe(tmp_path, monkeypatch):
+  path = str(tmp_path / "sub" / "results.json")
+  assert outputs.write_json(path, {"a": np.float32(1.5), "b": math.nan, "c": np.arange(2)})
+  assert json.load(open(path)) == {"a": 1.5, "b": None, "c": [0, 1]}
+  # A write that fails halfway leaves the previous file intact and no temporary file.
+  monkeypatch.setattr(json, "dumps", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+  with pytest.raises(RuntimeError):
+    outputs.write_json(path, {"a": 2})
+  assert json.load(open(path))["a"] == 1.5
+  assert os.listdir(tmp_path / "sub") == ["results.json"]
+
+
+def test_only_process_zero_writes(tmp_path, monkeypatch):
+  monkeypatch.setattr(outputs.jax, "process_index", lambda: 1)
+  assert not outputs.write_text(str(tmp_path / "x.md"), "hi")
+  assert not os.path.exists(tmp_path / "x.md")
+
+
+def test_table_and_formats():
+  table = outputs.markdown_table(["a", "b"], [["1", outputs.fmt(math.nan)], ["x"]])
+  assert table == "| a | b |\n|---|---|\n| 1 | n/a |\n| x |"
+  assert outputs.fmt(1.234, 1) == "1.2" and outputs.fmt(None) == "n/a"
+  assert outputs.fmt_mean_std(1.0, 0.25) == "1.00 ± 0.25"
+  assert outputs.fmt_mean_std(1.0, math.nan, 1) == "1.0"
+  with pytest.raises(ValueError, match="3 cells under a header of 2"):
+    outputs.markdown_table(["a", "b"], [[1, 2, 3]])
