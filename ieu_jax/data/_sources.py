@@ -60,6 +60,26 @@ def _digits_source(seed: int) -> tuple[_Source, np.ndarray, np.ndarray]:
   return source, train_pool, test_pool
 
 
+def _require_tfds_keys(name: str, present: Any, wanted: tuple[str, ...],
+                       kind: str) -> None:
+  """Checks that a TFDS data set has each of ``wanted`` among ``present``.
+
+  Args:
+    name: the TFDS name, for the message.
+    present: the data set's splits or features (a mapping).
+    wanted: the keys it must have.
+    kind: ``'split'`` or ``'feature'``, for the message.
+
+  Raises:
+    ValueError: naming the first missing key and those present.
+  """
+  for key in wanted:
+    if key not in present:
+      raise ValueError(
+          f"TFDS data set {name!r} has no {key!r} {kind} (it has "
+          f"{sorted(present)}).")
+
+
 def _tfds_source(name: str, data_dir: str | None, download: bool) -> _Source:
   """A TFDS data set through ``tfds.data_source`` (random access, no TF)."""
   try:
@@ -94,18 +114,9 @@ def _tfds_source(name: str, data_dir: str | None, download: bool) -> _Source:
         f"TFDS data set {name!r} in {where} is stored as {file_format.value}, "
         "which has no random access; prepare it again with "
         "--file_format=array_record.")
-  splits = builder.info.splits
-  for split in ("train", "test"):
-    if split not in splits:
-      raise ValueError(
-          f"TFDS data set {name!r} has no {split!r} split (it has "
-          f"{sorted(splits)}).")
+  _require_tfds_keys(name, builder.info.splits, ("train", "test"), "split")
   features = builder.info.features
-  for key in ("image", "label"):
-    if key not in features:
-      raise ValueError(
-          f"TFDS data set {name!r} has no {key!r} feature (it has "
-          f"{sorted(features)}).")
+  _require_tfds_keys(name, features, ("image", "label"), "feature")
   if not hasattr(features["label"], "num_classes"):
     raise ValueError(
         f"TFDS data set {name!r}: feature 'label' is {features['label']!r}, "
