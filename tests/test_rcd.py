@@ -179,15 +179,16 @@ def test_stopping_when_done_changes_nothing_up_to_the_stop(formulation):
 
 def _fake_start(accuracy, static_chunks=False):
   """A formulation whose trajectory k has accuracy ``accuracy(k, step)``; counts work."""
-  from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
+  from ieu_jax import _rcd_engine  # pylint: disable=g-import-not-at-top
 
   calls = []
 
-  def start(prog, params, lrs):
+  def start(prog, params, traj):
     del prog, params
-    k = len(lrs)
+    k = len(traj.lr)
 
-    def advance(t, blocks):  # the carry: steps done per trajectory
+    def advance(t, blocks, t0):  # the carry: steps done per trajectory
+      assert (t == t0).all()
       calls.append(blocks.shape)
       steps = t[:, None] + blocks.shape[2] * (1 + np.arange(blocks.shape[1]))
       acc = np.vectorize(accuracy)(np.arange(k)[:, None], steps)
@@ -195,17 +196,18 @@ def _fake_start(accuracy, static_chunks=False):
 
     acc0 = np.vectorize(accuracy)(np.arange(k), 0)
     first = np.array([acc0[0], -acc0[0], 0.0])
-    return _rcd._Runner(first, np.zeros(k, int), advance, np.copy, static_chunks)
+    return _rcd_engine.Runner(first, np.zeros(k, int), advance, np.copy, static_chunks)
 
   return start, calls
 
 
 def _drive(start, protocol, chunk_steps=4):
-  from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
+  from ieu_jax import _rcd_engine  # pylint: disable=g-import-not-at-top
 
-  prog = _rcd._Program(None, protocol, None, (None, None), (None, None), None)
+  prog = _rcd_engine.Program(None, None, protocol, None)
   indices = np.zeros((protocol.num_trajectories, protocol.max_steps, 32), np.int32)
-  return _rcd._run(start, prog, None, np.ones(protocol.num_trajectories), indices, chunk_steps)
+  traj = _rcd_engine.Trajectories(np.ones(protocol.num_trajectories), None)
+  return _rcd_engine.run(start, prog, None, traj, indices, chunk_steps)
 
 
 def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
