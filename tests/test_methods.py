@@ -104,6 +104,27 @@ def test_methods_override_on_the_command_line_selects_names_with_symbols():
   assert config.method["GA+Noisy"].noise_std > 0
 
 
+# --- the shared descent step ---------------------------------------------------------
+
+def test_descent_on_passes_batch_key_and_aux_to_the_objective():
+  from ieu_jax import training  # pylint: disable=g-import-not-at-top
+  p0, batch, key = _linear_params(1), (_dataset(5, 10).x, _dataset(5, 10).y), jax.random.key(3)
+  scale = jnp.asarray(2.0)
+
+  def objective(p, batch, key, scale):
+    noise = jax.random.normal(key, (batch[0].shape[0], NUM_CLASSES))
+    return scale * softmax_cross_entropy(_linear_apply(p, batch[0]) + noise, batch[1])
+
+  tx = optax.sgd(0.1)
+  got, _, value = jax.jit(training.descent_on(objective, tx))(p0, tx.init(p0), batch, key, scale)
+  want_value, g = jax.value_and_grad(objective)(p0, batch, key, scale)
+  chex.assert_trees_all_close(got, jax.tree.map(lambda p, d: p - 0.1 * d, p0, g), atol=1e-6)
+  np.testing.assert_allclose(value, want_value, rtol=1e-6)
+  # The classifier objective ignores the key: plain descent on cross-entropy.
+  ce = training.classifier_objective(_linear_apply)
+  assert float(ce(p0, batch, key)) == float(ce(p0, batch))
+
+
 # --- RL ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("exclude_true", [False, True])

@@ -6,7 +6,8 @@ from ieu_jax.methods import base
 
 def unlearn(problem: base.Problem, hparams, key):
   tx = base.sgd(hparams)
-  step = training.make_indexed_step(training.descent(problem.apply_fn, tx))
+  step = training.make_indexed_step(
+      training.descent_on(training.classifier_objective(problem.apply_fn), tx))
   params, _ = training.fit(
       problem.original, tx.init(problem.original), step,
       (problem.retain.x, problem.retain.y),

@@ -20,7 +20,7 @@ import optax
 
 from ieu_jax import _transforms
 from ieu_jax import training
-from ieu_jax._steps import softmax_cross_entropy
+from ieu_jax._steps import make_unlearn_step
 from ieu_jax.methods import base
 
 
@@ -45,19 +45,14 @@ def unlearn(problem: base.Problem, hparams, key):
   max_grad_norm = float(base.hp(hparams, "max_grad_norm", 0.0))
   if max_grad_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
-  apply_fn = problem.apply_fn
-
-  def loss_of(params, batch):
-    return softmax_cross_entropy(apply_fn(params, batch[0]), batch[1])
+  unlearn_step = make_unlearn_step(problem.apply_fn, tx, jit=False)
 
   def loss_and_update(params, opt_state, forget_batch, step_key, retain_x, retain_y):
-    forget_loss, forget_grads = jax.value_and_grad(loss_of)(params, forget_batch)
-    extra = {}
+    retain_batch = None
     if retain_scale:
       retain_batch = training.sample_batch(step_key, (retain_x, retain_y), batch_size)
-      extra["retain_grads"] = jax.grad(loss_of)(params, retain_batch)
-    updates, opt_state = tx.update(forget_grads, opt_state, params, **extra)
-    return optax.apply_updates(params, updates), opt_state, forget_loss
+    params, opt_state, metrics = unlearn_step(params, opt_state, forget_batch, retain_batch)
+    return params, opt_state, metrics.forget_loss
 
   step = training.make_indexed_step(loss_and_update)
   params, _ = training.fit(

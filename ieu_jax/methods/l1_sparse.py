@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
@@ -62,13 +61,11 @@ def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
   name = str(hparams.get("name", "l1-sparse"))
   apply_fn = problem.apply_fn
 
-  def loss_and_update(params, opt_state, batch, key, coefficient):
+  def objective(params, batch, key, coefficient):
     del key
-    value, grads = jax.value_and_grad(lambda p: loss(apply_fn, p, batch, coefficient))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return loss(apply_fn, params, batch, coefficient)
 
-  step = training.make_indexed_step(loss_and_update)
+  step = training.make_indexed_step(training.descent_on(objective, tx))
   params, opt_state = problem.original, tx.init(problem.original)
   for epoch in range(epochs):
     coefficient = jnp.asarray(l1_coefficient(epoch, epochs, alpha), jnp.float32)

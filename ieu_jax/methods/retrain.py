@@ -12,7 +12,8 @@ def train_model(init_fn, apply_fn, data, train_hparams, key, name):
   steps_per_epoch = -(-len(data) // int(train_hparams["batch_size"]))
   tx = make_train_optimizer(train_hparams, steps_per_epoch * int(train_hparams["epochs"]))
   params = init_fn(init_key)
-  step = training.make_indexed_step(training.descent(apply_fn, tx))
+  step = training.make_indexed_step(
+      training.descent_on(training.classifier_objective(apply_fn), tx))
   params, _ = training.fit(
       params, tx.init(params), step, (data.x, data.y),
       epochs=int(train_hparams["epochs"]), batch_size=int(train_hparams["batch_size"]),

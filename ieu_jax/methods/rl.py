@@ -27,7 +27,7 @@ from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["random_labels", "relabel_descent", "run", "unlearn"]
+__all__ = ["random_labels", "relabel_descent", "relabel_objective", "run", "unlearn"]
 
 
 def random_labels(
@@ -54,6 +54,21 @@ def random_labels(
   return other + (other >= labels).astype(labels.dtype)  # skip the true class
 
 
+def relabel_objective(apply_fn: ApplyFn, num_classes: int, exclude_true: bool = False):
+  """``objective(params, batch, key)``: cross-entropy under labels drawn from ``key``.
+
+  The labels are :func:`random_labels` of the batch's true labels, fresh for
+  every key.
+  """
+
+  def objective(params, batch, key):
+    inputs, labels = batch
+    new_labels = random_labels(key, labels, num_classes, exclude_true)
+    return softmax_cross_entropy(apply_fn(params, inputs), new_labels)
+
+  return objective
+
+
 def relabel_descent(
     apply_fn: ApplyFn,
     tx: optax.GradientTransformation,
@@ -65,16 +80,7 @@ def relabel_descent(
   The labels come from the step's key (see :func:`random_labels`); the returned
   loss is the cross-entropy under those labels.
   """
-
-  def fn(params, opt_state, batch, key):
-    inputs, labels = batch
-    new_labels = random_labels(key, labels, num_classes, exclude_true)
-    loss = lambda p: softmax_cross_entropy(apply_fn(p, inputs), new_labels)
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-  return fn
+  return training.descent_on(relabel_objective(apply_fn, num_classes, exclude_true), tx)
 
 
 def run(
@@ -104,7 +110,8 @@ def run(
   forget_step = training.make_indexed_step(
       relabel_descent(problem.apply_fn, tx, problem.num_classes, exclude_true)
   )
-  retain_step = training.make_indexed_step(training.descent(problem.apply_fn, tx))
+  retain_step = training.make_indexed_step(
+      training.descent_on(training.classifier_objective(problem.apply_fn), tx))
   forget_key, retain_key = jax.random.split(key)
   params, opt_state = problem.original, tx.init(problem.original)
   forget = (problem.forget.x, problem.forget.y)

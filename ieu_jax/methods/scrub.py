@@ -37,7 +37,8 @@ from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["distill_kl", "max_step", "min_step", "passes", "unlearn"]
+__all__ = ["distill_kl", "max_objective", "max_step", "min_objective", "min_step", "passes",
+           "unlearn"]
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:
@@ -58,24 +59,43 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
   return temperature**2 * jnp.mean(kl)
 
 
-def max_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, temperature: float):
-  """``loss_and_update(params, opt_state, batch, key, teacher)`` of a max step.
+def max_objective(apply_fn: ApplyFn, temperature: float):
+  """``objective(params, batch, key, teacher) = -distill_kl`` over the (forget) batch.
 
-  Descends on ``-distill_kl`` over the (forget) batch, so the divergence from
-  the teacher grows; returns the divergence before the step as its loss.
+  Descending on it makes the student's divergence from the teacher grow.
   """
 
-  def fn(params, opt_state, batch, key, teacher):
+  def objective(params, batch, key, teacher):
     del key
     inputs, _ = batch
     t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    kl = lambda p: distill_kl(apply_fn(p, inputs), t_logits, temperature)
-    value, grads = jax.value_and_grad(kl)(params)
-    grads = jax.tree.map(jnp.negative, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return -distill_kl(apply_fn(params, inputs), t_logits, temperature)
 
-  return fn
+  return objective
+
+
+def max_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, temperature: float):
+  """``loss_and_update(params, opt_state, batch, key, teacher)`` of a max step.
+
+  Descends on :func:`max_objective`, so the divergence from the teacher grows;
+  the returned loss is that objective before the step (minus the divergence).
+  """
+  return training.descent_on(max_objective(apply_fn, temperature), tx)
+
+
+def min_objective(apply_fn: ApplyFn, temperature: float, gamma: float, alpha: float):
+  """``objective(params, batch, key, teacher) = gamma * CE + alpha * distill_kl``."""
+
+  def objective(params, batch, key, teacher):
+    del key
+    inputs, labels = batch
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
+    logits = apply_fn(params, inputs)
+    return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
+        logits, t_logits, temperature
+    )
+
+  return objective
 
 
 def min_step(
@@ -87,25 +107,9 @@ def min_step(
 ):
   """``loss_and_update(params, opt_state, batch, key, teacher)`` of a min step.
 
-  Descends on ``gamma * CE + alpha * distill_kl`` over the (retain) batch.
+  Descends on :func:`min_objective` over the (retain) batch.
   """
-
-  def fn(params, opt_state, batch, key, teacher):
-    del key
-    inputs, labels = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-
-    def objective(p):
-      logits = apply_fn(p, inputs)
-      return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
-          logits, t_logits, temperature
-      )
-
-    value, grads = jax.value_and_grad(objective)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-  return fn
+  return training.descent_on(min_objective(apply_fn, temperature, gamma, alpha), tx)
 
 
 def passes(epochs: int, msteps: int) -> list[tuple[str, ...]]:
