@@ -12,12 +12,12 @@ The random labels are uniform over *all* classes, the true one included, as in
 that reference (so a forget example keeps its label with probability
 ``1 / num_classes``); ``exclude_true=True`` draws from the other classes only.
 
-Hyperparameters: ``epochs``, ``learning_rate``, and optionally ``batch_size``
-(128), ``momentum`` (0.9), ``weight_decay`` (5e-4), ``exclude_true`` (False).
+Hyperparameters: :class:`RLHParams`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -27,7 +27,20 @@ from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["random_labels", "relabel_descent", "relabel_objective", "run", "unlearn"]
+__all__ = ["RLHParams", "random_labels", "relabel_descent", "relabel_objective", "run",
+           "unlearn"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLHParams(base.SGDHParams):
+  """RL's hyperparameters: the baselines' SGD fields and those below.
+
+  Attributes:
+    exclude_true: draw random labels from the other classes only (default:
+      from all classes, the true one included, as the reference does).
+  """
+
+  exclude_true: bool = False
 
 
 def random_labels(
@@ -85,7 +98,7 @@ def relabel_descent(
 
 def run(
     problem: base.Problem,
-    hparams,
+    hparams: RLHParams,
     key: jax.Array,
     tx: optax.GradientTransformation | None = None,
     name: str = "RL",
@@ -94,21 +107,19 @@ def run(
 
   Args:
     problem: the unlearning problem.
-    hparams: see the module docstring.
+    hparams: RL's hyperparameters (or a subclass's, such as SalUn's).
     key: PRNG key for data order and random labels.
-    tx: the optimizer; default :func:`ieu_jax.methods.base.sgd` of ``hparams``
+    tx: the optimizer; default the baselines' SGD of ``hparams``
       (SalUn passes a masked one).
     name: the phase name in logs and errors.
 
   Returns:
     The unlearned params.
   """
-  tx = base.sgd(hparams) if tx is None else tx
-  epochs = int(base.hp(hparams, "epochs"))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
-  exclude_true = bool(base.hp(hparams, "exclude_true", False))
+  tx = hparams.optimizer() if tx is None else tx
+  epochs, batch_size = hparams.epochs, hparams.batch_size
   forget_step = training.make_indexed_step(
-      relabel_descent(problem.apply_fn, tx, problem.num_classes, exclude_true)
+      relabel_descent(problem.apply_fn, tx, problem.num_classes, hparams.exclude_true)
   )
   retain_step = training.make_indexed_step(
       training.descent_on(training.classifier_objective(problem.apply_fn), tx))
@@ -130,6 +141,7 @@ def run(
   return params
 
 
-def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+def unlearn(problem: base.Problem, hparams: RLHParams, key: jax.Array, *,
+            name: str = "RL") -> Any:
   """RL with the baselines' SGD; see the module docstring."""
-  return run(problem, hparams, key, name=str(hparams.get("name", "RL")))
+  return run(problem, hparams, key, name=name)
