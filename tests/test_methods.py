@@ -446,3 +446,16 @@ def test_ieu_max_grad_norm_bounds_every_ascent_step():
   clipped = moved(ieu.unlearn(problem, base_hp.replace(max_grad_norm=0.5), jax.random.key(0)))
   assert free > 1.0  # unclipped, the single ascent step is long
   np.testing.assert_allclose(clipped, 0.1 * 0.5, rtol=1e-5)  # exactly lr * max_grad_norm
+
+
+def test_ieu_max_grad_norm_bounds_the_retain_gradient_too():
+  # max_grad_norm has make_unlearn_step's meaning: the retain gradient, here far
+  # above the bound, is clipped as the forget gradient is.
+  retain = _dataset(3, 72)
+  problem = _problem(retain=data_lib.Dataset(retain.x * 100.0, retain.y, NUM_CLASSES))
+  hp = ieu.IEUHParams(epochs=1, learning_rate=0.1, ascent_scale=0.0, retain_scale=1.0,
+                      batch_size=24, max_grad_norm=0.5)  # 24 forget examples: one step
+  moved = lambda p: float(optax.tree.norm(jax.tree.map(jnp.subtract, p, problem.original)))
+  assert moved(ieu.unlearn(problem, hp.replace(max_grad_norm=None), jax.random.key(0))) > 1.0
+  np.testing.assert_allclose(moved(ieu.unlearn(problem, hp, jax.random.key(0))), 0.1 * 0.5,
+                             rtol=1e-5)

@@ -10,10 +10,14 @@ The paper's ablations are settings of :class:`IEUHParams`, one class for all:
 * GA+Noisy: no decay; GA+Decay: no noise; IEU: all three.
 
 Ascent on cross-entropy is unbounded, and with a large forget set or a whole class
-it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (off by default)
-clips the forget gradient's global norm before the transformation, so no step
-moves the weights by more than ``learning_rate * ascent_scale * max_grad_norm``
-through the ascent term.
+it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (None or 0: off, the
+default) has :func:`ieu_jax.make_unlearn_step`'s meaning, the same for the
+generative methods: each gradient, the forget one and the retain one, is scaled on
+its own to a global L2 norm of at most ``max_grad_norm`` before the
+transformation, ``g * min(1, max_grad_norm / (||g|| + 1e-12))``. No step then moves
+the weights by more than ``learning_rate * ascent_scale * max_grad_norm`` through
+the ascent term, nor ``learning_rate * retain_scale * max_grad_norm`` through the
+retain term.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ class IEUHParams(HParams):
       per step.
     noise_std: the standard deviation of each weight's noise per step.
     batch_size: examples per forget batch, and per retain batch.
-    max_grad_norm: None or 0 for no clipping; else the bound on the forget
-      gradient's global norm (see the module docstring).
+    max_grad_norm: None or 0 for no clipping; else the bound on the global norm
+      of each gradient, forget and retain, before the transformation (see the
+      module docstring).
   """
 
   epochs: int
@@ -89,9 +94,8 @@ def unlearn(problem: base.Problem, hparams: IEUHParams, key: jax.Array, *,
   """IEU (or the ablation ``hparams`` describe); see the module docstring."""
   noise_key, data_key = jax.random.split(key)
   tx = make_transform(hparams, noise_key)
-  if hparams.max_grad_norm:
-    tx = optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), tx)
-  unlearn_step = make_unlearn_step(problem.apply_fn, tx, jit=False)
+  unlearn_step = make_unlearn_step(problem.apply_fn, tx, max_grad_norm=hparams.max_grad_norm or None,
+                                   jit=False)
 
   def loss_and_update(params, opt_state, forget_batch, step_key, retain_x, retain_y):
     retain_batch = None
