@@ -22,7 +22,7 @@ from ieu_jax._steps import ApplyFn
 from ieu_jax.data import Dataset
 from ieu_jax.hparams import HParams
 
-__all__ = ["Method", "Problem", "SGDHParams", "UnlearnFn", "hp", "sgd"]
+__all__ = ["Method", "Problem", "SGDHParams", "UnlearnFn", "sgd"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +61,6 @@ class Method(NamedTuple):
 
   unlearn: UnlearnFn
   hparams_class: type[HParams]
-
-
-def hp(hparams: Mapping[str, Any], name: str, default: Any = None) -> Any:
-  """``hparams[name]``, or ``default`` when absent; ``default=None`` means required."""
-  if name in hparams:
-    return hparams[name]
-  if default is None:
-    raise KeyError(f"missing hyperparameter {name!r}; given {sorted(hparams)}.")
-  return default
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
