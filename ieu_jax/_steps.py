@@ -17,7 +17,10 @@ import optax
 __all__ = [
     "ApplyFn",
     "Batch",
+    "Objective",
     "StepMetrics",
+    "classifier_objective",
+    "clip_by_norm",
     "softmax_cross_entropy",
     "make_train_step",
     "make_unlearn_step",
@@ -27,6 +30,8 @@ __all__ = [
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Batch = tuple[jax.Array, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+# objective(params, batch, key, *aux) -> scalar loss.
+Objective = Callable[..., jax.Array]
 
 
 class StepMetrics(NamedTuple):
@@ -46,12 +51,30 @@ def tree_is_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _batch_loss(apply_fn: ApplyFn, loss: LossFn):
-  def fn(params, batch: Batch):
+def classifier_objective(apply_fn: ApplyFn, loss: LossFn = softmax_cross_entropy) -> Objective:
+  """``objective(params, batch, key=None, *aux) -> loss(apply_fn(params, inputs), labels)``.
+
+  The supervised objective of a classifier, in the form the step builders take
+  (:func:`make_unlearn_step`, :func:`ieu_jax.training.descent_on`); the key and
+  any further arguments are accepted and unused.
+  """
+
+  def objective(params, batch: Batch, key=None, *aux):
+    del key, aux
     inputs, labels = batch
     return loss(apply_fn(params, inputs), labels)
 
-  return fn
+  return objective
+
+
+def clip_by_norm(tree: Any, max_norm: float) -> Any:
+  """``tree`` scaled to a global L2 norm of at most ``max_norm``.
+
+  Exactly ``g * min(1, max_norm / (||tree|| + 1e-12))`` for every leaf ``g``,
+  ``||tree||`` being :func:`optax.tree.norm` over all leaves.
+  """
+  norm = optax.tree.norm(tree)
+  return jax.tree.map(lambda g: g * jnp.minimum(1.0, max_norm / (norm + 1e-12)), tree)
 
 
 def make_train_step(
@@ -66,7 +89,7 @@ def make_train_step(
   Ordinary descent on ``loss``: training the original and retrained models, and
   the descent-based baselines. ``metrics.retain_loss`` holds the batch loss.
   """
-  batch_loss = _batch_loss(apply_fn, loss)
+  batch_loss = classifier_objective(apply_fn, loss)
 
   def step(params, opt_state, batch: Batch):
     value, grads = jax.value_and_grad(batch_loss)(params, batch)
@@ -79,43 +102,80 @@ def make_train_step(
 
 
 def make_unlearn_step(
-    apply_fn: ApplyFn,
+    apply_fn: ApplyFn | None,
     tx: optax.GradientTransformation,
     *,
     loss: LossFn = softmax_cross_entropy,
+    objective: Objective | None = None,
+    retain_objective: Objective | None = None,
+    max_grad_norm: float | None = None,
     jit: bool = True,
 ):
   """Returns one unlearning step over a forget batch and an optional retain batch.
 
-  ``step(params, opt_state, forget_batch, retain_batch=None)`` computes the
-  forget-set gradient (and the retain-set gradient when a retain batch is given)
-  and applies ``tx``, which receives the forget gradient as its updates and the
-  retain gradient as the extra argument ``retain_grads``: exactly what
-  :func:`ieu_jax.ieu_transform` expects, and any chain around it.
+  ``step(params, opt_state, forget_batch, retain_batch=None, keys=None)``
+  computes the forget-set gradient (and the retain-set gradient when a retain
+  batch is given) and applies ``tx``, which receives the forget gradient as its
+  updates and the retain gradient as the extra argument ``retain_grads``:
+  exactly what :func:`ieu_jax.ieu_transform` expects, and any chain around it.
+
+  The objectives are the classifier's ``loss(apply_fn(params, inputs), labels)``
+  by default; any other model (a diffusion model, a loss that draws noise) gives
+  ``objective(params, batch, key) -> scalar`` instead, and ``keys=(forget_key,
+  retain_key)`` at each call reach the two objectives (both None when ``keys``
+  is None).
+
+  ``max_grad_norm`` bounds each gradient on its own: the forget gradient, and
+  the retain gradient when there is one, is scaled to a global L2 norm of at most
+  ``max_grad_norm`` *before* ``tx`` sees it, as ``g * min(1, max_grad_norm /
+  (||g|| + 1e-12))`` (:func:`clip_by_norm`). With ``ieu_transform`` this bounds a
+  step's move through the ascent term by ``lr * ascent_scale * max_grad_norm``
+  and through the retain term by ``lr * retain_scale * max_grad_norm``.
 
   Args:
-    apply_fn: ``apply_fn(params, x) -> logits``.
+    apply_fn: ``apply_fn(params, x) -> logits``; None when ``objective`` is given.
     tx: a gradient transformation, typically built on ``ieu_transform``.
-    loss: ``loss(logits, labels) -> scalar``.
+    loss: ``loss(logits, labels) -> scalar`` (with ``apply_fn``).
+    objective: ``objective(params, batch, key) -> scalar``, the forget objective,
+      in place of ``apply_fn`` and ``loss``.
+    retain_objective: the retain objective, of the same form (default: the
+      forget objective).
+    max_grad_norm: None (no clipping) or the bound on each gradient's global norm.
     jit: return the jitted step (the default) or the plain function.
 
   Returns:
-    ``step(params, opt_state, forget_batch, retain_batch=None)`` returning
-    ``(params, opt_state, StepMetrics)``.
+    ``step(params, opt_state, forget_batch, retain_batch=None, keys=None)``
+    returning ``(params, opt_state, StepMetrics)``.
+
+  Raises:
+    ValueError: when both or neither of ``apply_fn`` and ``objective`` are given,
+      or ``max_grad_norm`` is not positive.
   """
-  batch_loss = _batch_loss(apply_fn, loss)
+  if objective is not None and apply_fn is not None:
+    raise ValueError("make_unlearn_step: give apply_fn or objective, not both.")
+  if objective is None:
+    if apply_fn is None:
+      raise ValueError("make_unlearn_step: give apply_fn or objective.")
+    objective = classifier_objective(apply_fn, loss)
+  if retain_objective is None:
+    retain_objective = objective
+  if max_grad_norm is not None and not max_grad_norm > 0:
+    raise ValueError(f"max_grad_norm={max_grad_norm!r}: use None (no clipping) or a bound > 0.")
+  clip = (lambda g: g) if max_grad_norm is None else (lambda g: clip_by_norm(g, max_grad_norm))
   tx = optax.with_extra_args_support(tx)
 
-  def step(params, opt_state, forget_batch: Batch, retain_batch: Batch | None = None):
-    forget_loss, forget_grads = jax.value_and_grad(batch_loss)(params, forget_batch)
+  def step(params, opt_state, forget_batch: Batch, retain_batch: Batch | None = None,
+           keys: tuple[Any, Any] | None = None):
+    forget_key, retain_key = (None, None) if keys is None else keys
+    forget_loss, forget_grads = jax.value_and_grad(objective)(params, forget_batch, forget_key)
     if retain_batch is None:
       retain_loss, extra = jnp.nan, {}
     else:
-      retain_loss, retain_grads = jax.value_and_grad(batch_loss)(
-          params, retain_batch
+      retain_loss, retain_grads = jax.value_and_grad(retain_objective)(
+          params, retain_batch, retain_key
       )
-      extra = {"retain_grads": retain_grads}
-    updates, opt_state = tx.update(forget_grads, opt_state, params, **extra)
+      extra = {"retain_grads": clip(retain_grads)}
+    updates, opt_state = tx.update(clip(forget_grads), opt_state, params, **extra)
     params = optax.apply_updates(params, updates)
     finite = tree_is_finite(params) & jnp.isfinite(forget_loss)
     return params, opt_state, StepMetrics(forget_loss, retain_loss, finite)

@@ -70,6 +70,7 @@ def method_names(config: ml_collections.ConfigDict) -> list[str]:
     methods_lib.get(n)  # raises with the list of known methods
     if n != "Retrain" and n not in config.method:
       raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
+    methods_lib.hparams(n, config.method.get(n))  # a misspelt key fails before training
   if len(set(names)) != len(names):
     raise ValueError(f"config.methods={config.methods!r} names a method twice.")
   return ["Retrain"] + [n for n in names if n != "Retrain"]
@@ -272,11 +273,16 @@ class Setup:
     return _evaluate(self.apply_fn, params, self.splits, self.forget_split, self.config,
                      holdout=holdout)
 
-  def unlearn(self, name: str, hparams: dict[str, Any], index: int = 0):
-    """Runs method ``name``; returns ``(params, seconds)``. Raises NonFiniteError."""
+  def unlearn(self, name: str, hparams: Any, index: int = 0):
+    """Runs method ``name``; returns ``(params, seconds)``. Raises NonFiniteError.
+
+    ``hparams`` is the method's hyperparameters, or a mapping (ConfigDict) of
+    them (see :func:`ieu_jax.methods.hparams`).
+    """
+    hparams = methods_lib.hparams(name, hparams)
     start = time.perf_counter()
     key = jax.random.fold_in(jax.random.fold_in(self.root_key, _KEY_METHODS), index)
-    params = methods_lib.get(name)(self.problem, dict(hparams, name=name), key)
+    params = methods_lib.get(name).unlearn(self.problem, hparams, key, name=name)
     params = jax.block_until_ready(params)
     return params, time.perf_counter() - start
 
@@ -386,7 +392,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     summary = _rcd.rcd_summary(result, reference)
     curves[name] = result
     row.update(name=name, runtime_s=runtime, rcd=summary._asdict(),
-               relearn_auc=relearn_auc(result))
+               relearn_auc=relearn_auc(result),
+               hparams=methods_lib.hparams(name, config.method.get(name)).to_dict())
     rows.append(row)
 
   retrain_row = rows[0]
@@ -423,7 +430,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                        "formulation": config.rcd.get("formulation") or _rcd.default_formulation()},
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
-                               "rcd", "relearn_auc", "runtime_s", "flags")}
+                               "rcd", "relearn_auc", "runtime_s", "flags", "hparams")}
           for row in rows
       ],
       "failed": failed,

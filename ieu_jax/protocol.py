@@ -31,6 +31,7 @@ from scipy import stats
 from ieu_jax import _io
 from ieu_jax import _metrics
 from ieu_jax import experiment
+from ieu_jax import methods as methods_lib
 from ieu_jax import training
 
 __all__ = [
@@ -88,7 +89,7 @@ def search(
   reference = setup.evaluate(setup.retrained, holdout="val")
   out = {"reference": reference, "budget": budget, "seed": int(config.seed), "methods": {}}
   for m_index, name in enumerate(methods):
-    defaults = config.method[name].to_dict()
+    defaults = methods_lib.hparams(name, config.method[name]).to_dict()  # every field
     grid = config.search[name].to_dict() if name in config.search else {}
     rows = []
     for c_index, hp in enumerate(candidates(defaults, grid, budget)):

@@ -19,11 +19,14 @@ import numpy as np
 import optax
 from absl import logging
 
-from ieu_jax._steps import ApplyFn, LossFn, softmax_cross_entropy, tree_is_finite
+from ieu_jax._steps import ApplyFn, LossFn, Objective, classifier_objective
+from ieu_jax._steps import softmax_cross_entropy, tree_is_finite
 
 __all__ = [
     "NonFiniteError",
+    "classifier_objective",
     "descent",
+    "descent_on",
     "epoch_indices",
     "sample_batch",
     "fit",
@@ -95,17 +98,31 @@ def sample_batch(key: jax.Array, data: tuple[jax.Array, jax.Array], batch_size: 
   return x[idx], y[idx]
 
 
-def descent(apply_fn: ApplyFn, tx: optax.GradientTransformation, loss: LossFn = softmax_cross_entropy):
-  """``loss_and_update`` for plain descent on ``loss`` (the key is unused)."""
+def descent_on(objective: Objective, tx: optax.GradientTransformation):
+  """``loss_and_update`` for descent on ``objective``, the step of every descent pass.
 
-  def fn(params, opt_state, batch, key):
-    del key
-    inputs, labels = batch
-    value, grads = jax.value_and_grad(lambda p: loss(apply_fn(p, inputs), labels))(params)
+  Args:
+    objective: ``objective(params, batch, key, *aux) -> scalar``, with the step's
+      batch, key and ``aux`` (see :func:`make_indexed_step`); e.g.
+      :func:`classifier_objective`, or a loss that draws random labels from the key.
+    tx: the optimizer.
+
+  Returns:
+    ``loss_and_update(params, opt_state, batch, key, *aux) -> (params, opt_state,
+    loss)``, the loss being the objective's value before the step.
+  """
+
+  def fn(params, opt_state, batch, key, *aux):
+    value, grads = jax.value_and_grad(objective)(params, batch, key, *aux)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
   return fn
+
+
+def descent(apply_fn: ApplyFn, tx: optax.GradientTransformation, loss: LossFn = softmax_cross_entropy):
+  """``loss_and_update`` for plain descent on a classifier's ``loss`` (the key is unused)."""
+  return descent_on(classifier_objective(apply_fn, loss), tx)
 
 
 def fit(

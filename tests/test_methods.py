@@ -1,5 +1,6 @@
 """Baselines and IEU's ablations: each method's defining property on a tiny problem."""
 
+import dataclasses
 import math
 
 import chex
@@ -67,7 +68,64 @@ def test_registry_names_and_ablations_are_ieu():
   for name in NEW_NAMES + ("GA", "IEU"):
     assert name in methods.REGISTRY
   for name in ("GA", "Noisy", "GA+Noisy", "GA+Decay", "IEU"):
-    assert methods.get(name) is ieu.unlearn
+    assert methods.get(name).unlearn is ieu.unlearn
+    assert methods.get(name).hparams_class is ieu.IEUHParams
+  with pytest.raises(ValueError, match=r"unknown method 'Magic'.*'SCRUB'"):
+    methods.get("Magic")
+
+
+@pytest.mark.parametrize("name", sorted(methods.REGISTRY))
+def test_every_method_refuses_an_unknown_key_and_names_the_valid_ones(name):
+  cls = methods.get(name).hparams_class
+  valid = sorted(f.name for f in dataclasses.fields(cls))
+  required = {f.name: 1 for f in dataclasses.fields(cls)
+              if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+  with pytest.raises(ValueError) as e:
+    methods.hparams(name, dict(required, learning_rte=0.1))
+  assert f"{name}: unknown hyperparameter(s) ['learning_rte']" in str(e.value)
+  assert f"valid keys are {valid}" in str(e.value)
+  # The required keys are exactly those required before (no key became optional).
+  want = {"Retrain": set(), "FT": {"epochs", "learning_rate"}, "RL": {"epochs", "learning_rate"},
+          "SalUn": {"epochs", "learning_rate"}, "l1-sparse": {"epochs", "learning_rate", "alpha"},
+          "SCRUB": {"epochs", "learning_rate", "msteps"}}.get(name, {"epochs", "learning_rate"})
+  assert set(required) == want
+  if required:
+    with pytest.raises(ValueError, match="missing required"):
+      methods.hparams(name, {})
+
+
+def test_hyperparameter_defaults():
+  sgd = dict(momentum=0.9, weight_decay=5e-4, batch_size=128)
+  req = dict(epochs=3, learning_rate=0.1)
+  assert methods.hparams("Retrain").to_dict() == {}
+  assert methods.hparams("FT", req).to_dict() == dict(req, **sgd)
+  assert methods.hparams("RL", req).to_dict() == dict(req, **sgd, exclude_true=False)
+  assert methods.hparams("SalUn", req).to_dict() == dict(
+      req, **sgd, exclude_true=False, mask_fraction=0.5, mask_applies_to="updates")
+  assert methods.hparams("l1-sparse", dict(req, alpha=1e-4)).to_dict() == dict(
+      req, **sgd, alpha=1e-4)
+  assert methods.hparams("SCRUB", dict(req, msteps=2)).to_dict() == dict(
+      req, **sgd, msteps=2, temperature=4.0, gamma=0.99, alpha=0.001, forget_batch_size=None)
+  for name in ("GA", "Noisy", "GA+Noisy", "GA+Decay", "IEU"):
+    assert methods.hparams(name, req).to_dict() == dict(
+        req, ascent_scale=1.0, retain_scale=0.0, weight_decay=0.0, noise_std=0.0,
+        batch_size=128, max_grad_norm=None)
+  with pytest.raises(ValueError, match=r"mask_applies_to='x': expected one of \('updates', 'gradients'\)"):
+    methods.hparams("SalUn", dict(req, mask_applies_to="x"))
+  with pytest.raises(TypeError, match="epochs=2.5 must be an integer"):
+    methods.hparams("FT", dict(req, epochs=2.5))
+
+
+@pytest.mark.parametrize("variant", ["", "small", "results", "results_clip"])
+def test_every_configured_key_is_a_hyperparameter(variant):
+  config = fashion_mnist.get_config(variant)
+  for name in methods.REGISTRY:
+    hp = methods.hparams(name, config.method.get(name))
+    assert isinstance(hp, methods.get(name).hparams_class)
+    if name != "Retrain":
+      assert set(config.method[name].to_dict()) <= set(hp.to_dict())
+  for name in config.search:  # the search grids name hyperparameters too
+    assert set(config.search[name].to_dict()) <= set(methods.hparams(name, config.method[name]).to_dict())
 
 
 @pytest.mark.parametrize("variant", ["", "small"])
@@ -102,6 +160,27 @@ def test_methods_override_on_the_command_line_selects_names_with_symbols():
   config = fv.config
   assert experiment.method_names(config) == ["Retrain", "GA+Noisy", "l1-sparse", "SalUn"]
   assert config.method["GA+Noisy"].noise_std > 0
+
+
+# --- the shared descent step ---------------------------------------------------------
+
+def test_descent_on_passes_batch_key_and_aux_to_the_objective():
+  from ieu_jax import training  # pylint: disable=g-import-not-at-top
+  p0, batch, key = _linear_params(1), (_dataset(5, 10).x, _dataset(5, 10).y), jax.random.key(3)
+  scale = jnp.asarray(2.0)
+
+  def objective(p, batch, key, scale):
+    noise = jax.random.normal(key, (batch[0].shape[0], NUM_CLASSES))
+    return scale * softmax_cross_entropy(_linear_apply(p, batch[0]) + noise, batch[1])
+
+  tx = optax.sgd(0.1)
+  got, _, value = jax.jit(training.descent_on(objective, tx))(p0, tx.init(p0), batch, key, scale)
+  want_value, g = jax.value_and_grad(objective)(p0, batch, key, scale)
+  chex.assert_trees_all_close(got, jax.tree.map(lambda p, d: p - 0.1 * d, p0, g), atol=1e-6)
+  np.testing.assert_allclose(value, want_value, rtol=1e-6)
+  # The classifier objective ignores the key: plain descent on cross-entropy.
+  ce = training.classifier_objective(_linear_apply)
+  assert float(ce(p0, batch, key)) == float(ce(p0, batch))
 
 
 # --- RL ------------------------------------------------------------------------------
@@ -143,7 +222,7 @@ def test_rl_draws_fresh_labels_for_every_batch_and_epoch(monkeypatch):
   monkeypatch.setattr(rl, "random_labels", spy)
   # All forget examples alike, so the epoch's shuffle cannot hide repeated labels.
   forget = data_lib.Dataset(jnp.ones((32, DIM)), jnp.zeros(32, jnp.int32), NUM_CLASSES)
-  hp = dict(epochs=3, learning_rate=0.01, batch_size=16)
+  hp = rl.RLHParams(epochs=3, learning_rate=0.01, batch_size=16)
   params = rl.unlearn(_problem(forget=forget), hp, jax.random.key(0))
   jax.block_until_ready(params)
   jax.effects_barrier()
@@ -159,7 +238,7 @@ def test_rl_draws_fresh_labels_for_every_batch_and_epoch(monkeypatch):
 
 def test_rl_is_forget_descent_then_retain_pass_and_keyed():
   problem = _problem()
-  hp = dict(epochs=2, learning_rate=0.05, batch_size=8)
+  hp = rl.RLHParams(epochs=2, learning_rate=0.05, batch_size=8)
   a = rl.unlearn(problem, hp, jax.random.key(1))
   c = rl.unlearn(problem, hp, jax.random.key(2))
   assert not np.allclose(a["w"], c["w"])
@@ -220,7 +299,7 @@ def test_forget_gradient_is_the_full_set_gradient_in_chunks():
 
 def _salun_run(mode, weight_decay=5e-4):
   problem = _problem()
-  hp = dict(epochs=2, learning_rate=0.1, momentum=0.9, weight_decay=weight_decay,
+  hp = salun.SalUnHParams(epochs=2, learning_rate=0.1, momentum=0.9, weight_decay=weight_decay,
             batch_size=8, mask_fraction=0.5, mask_applies_to=mode)
   params = salun.unlearn(problem, hp, jax.random.key(0))
   # The mask SalUn must have used: from the forget gradient at the original weights.
@@ -244,7 +323,8 @@ def test_salun_gradient_variant_lets_weight_decay_shrink_the_masked_weights():
   np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
   assert ratio[0] < 1.0 - 1e-4
   with pytest.raises(ValueError, match="mask_applies_to"):
-    salun.unlearn(_problem(), dict(epochs=1, learning_rate=0.1, mask_applies_to="x"), jax.random.key(0))
+    salun.unlearn(_problem(), salun.SalUnHParams(epochs=1, learning_rate=0.1, mask_applies_to="x"),
+                  jax.random.key(0))
 
 
 # --- l1-sparse -----------------------------------------------------------------------
@@ -277,8 +357,8 @@ def test_l1_sparse_uses_the_per_epoch_schedule():
   original = jax.tree.map(lambda p: jnp.sign(p) * (0.5 + jnp.abs(p)), _linear_params(1))
   problem = _problem(apply_fn=apply_fn, original=original)
   lr, alpha, epochs = 0.01, 1.0, 4
-  hp = dict(epochs=epochs, learning_rate=lr, alpha=alpha, momentum=0.0, weight_decay=0.0,
-            batch_size=36)  # 72 retain examples: 2 steps per epoch
+  hp = l1_sparse.L1SparseHParams(epochs=epochs, learning_rate=lr, alpha=alpha, momentum=0.0,
+                                 weight_decay=0.0, batch_size=36)  # 72 retain: 2 steps an epoch
   params = l1_sparse.unlearn(problem, hp, jax.random.key(0))
   total = 2 * sum(l1_sparse.l1_coefficient(e, epochs, alpha) for e in range(epochs))
   want = jax.tree.map(lambda p: p - lr * total * jnp.sign(p), problem.original)
@@ -345,7 +425,7 @@ def test_scrub_passes_and_unlearn():
   assert scrub.passes(4, 2) == [("max", "min"), ("max", "min"), ("min",), ("min",)]
   assert scrub.passes(2, 0) == [("min",), ("min",)]
   problem = _problem()
-  hp = dict(epochs=3, msteps=2, learning_rate=0.05, batch_size=8)
+  hp = scrub.SCRUBHParams(epochs=3, msteps=2, learning_rate=0.05, batch_size=8)
   params = scrub.unlearn(problem, hp, jax.random.key(0))
   chex.assert_trees_all_equal(problem.original, _linear_params(1))  # the teacher stays frozen
   assert not np.allclose(params["w"], problem.original["w"])
@@ -360,9 +440,22 @@ def test_ieu_max_grad_norm_bounds_every_ascent_step():
   forget = _dataset(2, 8)
   forget = data_lib.Dataset(forget.x * 100.0, forget.y, NUM_CLASSES)
   problem = _problem(forget=forget)
-  base_hp = dict(epochs=1, learning_rate=0.1, ascent_scale=1.0, batch_size=8)
+  base_hp = ieu.IEUHParams(epochs=1, learning_rate=0.1, ascent_scale=1.0, batch_size=8)
   moved = lambda p: float(optax.tree.norm(jax.tree.map(jnp.subtract, p, problem.original)))
   free = moved(ieu.unlearn(problem, base_hp, jax.random.key(0)))
-  clipped = moved(ieu.unlearn(problem, dict(base_hp, max_grad_norm=0.5), jax.random.key(0)))
+  clipped = moved(ieu.unlearn(problem, base_hp.replace(max_grad_norm=0.5), jax.random.key(0)))
   assert free > 1.0  # unclipped, the single ascent step is long
   np.testing.assert_allclose(clipped, 0.1 * 0.5, rtol=1e-5)  # exactly lr * max_grad_norm
+
+
+def test_ieu_max_grad_norm_bounds_the_retain_gradient_too():
+  # max_grad_norm has make_unlearn_step's meaning: the retain gradient, here far
+  # above the bound, is clipped as the forget gradient is.
+  retain = _dataset(3, 72)
+  problem = _problem(retain=data_lib.Dataset(retain.x * 100.0, retain.y, NUM_CLASSES))
+  hp = ieu.IEUHParams(epochs=1, learning_rate=0.1, ascent_scale=0.0, retain_scale=1.0,
+                      batch_size=24, max_grad_norm=0.5)  # 24 forget examples: one step
+  moved = lambda p: float(optax.tree.norm(jax.tree.map(jnp.subtract, p, problem.original)))
+  assert moved(ieu.unlearn(problem, hp.replace(max_grad_norm=None), jax.random.key(0))) > 1.0
+  np.testing.assert_allclose(moved(ieu.unlearn(problem, hp, jax.random.key(0))), 0.1 * 0.5,
+                             rtol=1e-5)

@@ -274,3 +274,88 @@ def test_unlearn_step_on_a_linear_model_matches_a_float64_recomputation():
   # A NaN is reported by the step, not hidden.
   bad = w.at[0, 0].set(jnp.nan)
   assert not bool(step(bad, tx.init(bad), f, r)[2].finite)
+
+
+def _linear_data(seed, n, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(scale * rng.normal(size=(n, 5)), jnp.float32),
+          jnp.asarray(rng.integers(0, 3, n)))
+
+
+def test_unlearn_step_with_objectives_and_keys_matches_a_hand_computation():
+  lr, a_r, lam = 0.1, 0.5, 0.2
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+  f, r = _linear_data(1, 8), _linear_data(2, 6)
+  kf, kr = jax.random.key(3), jax.random.key(4)
+
+  def objective(w, batch, key):  # a loss that draws noise from its key
+    x, y = batch
+    logits = x @ w + jax.random.normal(key, (x.shape[0], 3))
+    return ieu_jax.softmax_cross_entropy(logits, y)
+
+  def retain_objective(w, batch, key):
+    return objective(w, batch, key) + 0.5 * jnp.sum(w**2)
+
+  tx = ieu_jax.ieu_transform(lr, retain_scale=a_r, weight_decay=lam)
+  step = ieu_jax.make_unlearn_step(None, tx, objective=objective,
+                                   retain_objective=retain_objective)
+  new_w, _, metrics = step(w, tx.init(w), f, r, keys=(kf, kr))
+  gf = jax.grad(objective)(w, f, kf)
+  gr = jax.grad(retain_objective)(w, r, kr)
+  want = w + lr * gf - lr * a_r * gr - lr * lam * w
+  np.testing.assert_allclose(new_w, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics.forget_loss, objective(w, f, kf), rtol=1e-6)
+  np.testing.assert_allclose(metrics.retain_loss, retain_objective(w, r, kr), rtol=1e-6)
+  # The keys reach the objectives: other keys, another step.
+  other, _, _ = step(w, tx.init(w), f, r, keys=(kr, kf))
+  assert not np.allclose(other, new_w)
+  # The retain objective defaults to the forget one.
+  same = ieu_jax.make_unlearn_step(None, tx, objective=objective)
+  got, _, _ = same(w, tx.init(w), f, r, keys=(kf, kr))
+  want = w + lr * gf - lr * a_r * jax.grad(objective)(w, r, kr) - lr * lam * w
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_unlearn_step_refuses_ambiguous_arguments():
+  tx = ieu_jax.ieu_transform(0.1)
+  apply_fn = lambda w, x: x @ w
+  objective = lambda w, batch, key: jnp.sum(w)
+  with pytest.raises(ValueError, match="not both"):
+    ieu_jax.make_unlearn_step(apply_fn, tx, objective=objective)
+  with pytest.raises(ValueError, match="apply_fn or objective"):
+    ieu_jax.make_unlearn_step(None, tx)
+  with pytest.raises(ValueError, match="max_grad_norm"):
+    ieu_jax.make_unlearn_step(apply_fn, tx, max_grad_norm=0.0)
+
+
+def test_clip_by_norm_is_the_one_formula():
+  tree = _f32(_nested_tree(0))
+  for bound in (0.5, 1e3):
+    norm = optax.tree.norm(tree)
+    want = jax.tree.map(lambda g: g * jnp.minimum(1.0, bound / (norm + 1e-12)), tree)
+    chex.assert_trees_all_equal(ieu_jax._steps.clip_by_norm(tree, bound), want)  # bit for bit
+  np.testing.assert_allclose(optax.tree.norm(ieu_jax._steps.clip_by_norm(tree, 0.5)), 0.5, rtol=1e-6)
+
+
+def test_unlearn_step_max_grad_norm_clips_each_gradient_before_tx():
+  lr, bound = 0.1, 1.0
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+  f = _linear_data(1, 8, scale=0.1)  # a small forget gradient: left as it is
+  r = _linear_data(2, 6, scale=100.0)  # a large retain gradient: clipped to the bound
+  loss = lambda w, batch: ieu_jax.softmax_cross_entropy(batch[0] @ w, batch[1])
+  gf, gr = jax.grad(loss)(w, f), jax.grad(loss)(w, r)
+  assert float(optax.tree.norm(gf)) < bound < float(optax.tree.norm(gr))
+  tx = ieu_jax.ieu_transform(lr, ascent_scale=1.0, retain_scale=1.0)
+  step = ieu_jax.make_unlearn_step(lambda w, x: x @ w, tx, max_grad_norm=bound)
+  new_w, _, _ = step(w, tx.init(w), f, r)
+  want = w + lr * gf - lr * gr * (bound / float(optax.tree.norm(gr)))
+  np.testing.assert_allclose(new_w, want, rtol=1e-5, atol=1e-6)
+  # Each gradient alone: the retain step moves by exactly lr * bound.
+  only_retain = ieu_jax.ieu_transform(lr, ascent_scale=0.0, retain_scale=1.0)
+  step = ieu_jax.make_unlearn_step(lambda w, x: x @ w, only_retain, max_grad_norm=bound)
+  moved, _, _ = step(w, only_retain.init(w), f, r)
+  np.testing.assert_allclose(optax.tree.norm(moved - w), lr * bound, rtol=1e-5)
+  # The default call form, unclipped, moves by the full retain gradient.
+  free = ieu_jax.make_unlearn_step(lambda w, x: x @ w, only_retain)
+  moved, _, _ = free(w, only_retain.init(w), f, r)
+  assert float(optax.tree.norm(moved - w)) > 10 * lr * bound

@@ -221,8 +221,8 @@ def _results(c: ml_collections.ConfigDict, clip: bool) -> ml_collections.ConfigD
   c.rcd.relearn_size = 128
   c.eval.mia_max_per_class = 1000
   if clip:
-    # The ascent family diverged class-wise at the chosen step sizes; clipping the
-    # forget gradient's norm (ieu_jax/methods/ieu.py) keeps every step bounded.
+    # The ascent family diverged class-wise at the chosen step sizes; clipping each
+    # gradient's norm, forget and retain (ieu_jax/methods/ieu.py), keeps every step bounded.
     for name in ("GA", "GA+Noisy", "GA+Decay", "IEU"):
       c.method[name].max_grad_norm = 5.0
   return c

@@ -1,10 +1,23 @@
 """Unlearning methods behind one interface, and the registry that names them.
 
-Adding a method: write a module with ``unlearn(problem, hparams, key) -> params``
-and add one line below. The ablations of IEU are the IEU module with other
-hyperparameters (see the configs).
+Each method is a module with a frozen dataclass of its hyperparameters (a
+subclass of :class:`ieu_jax.hparams.HParams`) and a function
+``unlearn(problem, hparams, key, *, name) -> params``; the registry pairs the two
+under the method's name (:class:`Method`). The ablations of IEU are the IEU
+module with other hyperparameters (see the configs)::
+
+  method = methods.get("SalUn")
+  hp = methods.hparams("SalUn", config.method.SalUn)   # SalUnHParams; typos refused
+  params = method.unlearn(problem, hp, key, name="SalUn")
+
+Adding a method: write such a module and add one line below.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from ieu_jax.hparams import HParams
 from ieu_jax.methods import ft
 from ieu_jax.methods import ieu
 from ieu_jax.methods import l1_sparse
@@ -15,19 +28,21 @@ from ieu_jax.methods import scrub
 from ieu_jax.methods.base import Method
 from ieu_jax.methods.base import Problem
 
+_IEU = Method(ieu.unlearn, ieu.IEUHParams)
+
 REGISTRY: dict[str, Method] = {
-    "Retrain": retrain.unlearn,
-    "FT": ft.unlearn,
-    "RL": rl.unlearn,
-    "l1-sparse": l1_sparse.unlearn,
-    "SalUn": salun.unlearn,
-    "SCRUB": scrub.unlearn,
-    # IEU and its ablations: one method, configured apart (see the configs).
-    "GA": ieu.unlearn,
-    "Noisy": ieu.unlearn,
-    "GA+Noisy": ieu.unlearn,
-    "GA+Decay": ieu.unlearn,
-    "IEU": ieu.unlearn,
+    "Retrain": Method(retrain.unlearn, retrain.RetrainHParams),
+    "FT": Method(ft.unlearn, ft.FTHParams),
+    "RL": Method(rl.unlearn, rl.RLHParams),
+    "l1-sparse": Method(l1_sparse.unlearn, l1_sparse.L1SparseHParams),
+    "SalUn": Method(salun.unlearn, salun.SalUnHParams),
+    "SCRUB": Method(scrub.unlearn, scrub.SCRUBHParams),
+    # IEU and its ablations: one method and one class, configured apart (see the configs).
+    "GA": _IEU,
+    "Noisy": _IEU,
+    "GA+Noisy": _IEU,
+    "GA+Decay": _IEU,
+    "IEU": _IEU,
 }
 
 
@@ -38,4 +53,15 @@ def get(name: str) -> Method:
   return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "Method", "Problem", "get"]
+def hparams(name: str, values: Any = None) -> HParams:
+  """Method ``name``'s hyperparameters from ``values`` (a mapping or ConfigDict).
+
+  Raises:
+    ValueError: for an unknown method, or a key the method does not have (the
+      error names it and the valid keys), or a required key left out.
+    TypeError: for a value of the wrong kind.
+  """
+  return get(name).hparams_class.from_config(values, method=name)
+
+
+__all__ = ["REGISTRY", "Method", "Problem", "get", "hparams"]

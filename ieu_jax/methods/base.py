@@ -1,23 +1,28 @@
 """The method interface: what every unlearning method receives and returns.
 
-A method is a function ``unlearn(problem, hparams, key) -> params``: pure in the
-sense that everything it uses arrives in its arguments, and everything random
-comes from ``key``. Adding a method is one new module with such a function and one
-line in :data:`ieu_jax.methods.REGISTRY`.
+A method is a function ``unlearn(problem, hparams, key, *, name) -> params``:
+pure in the sense that everything it uses arrives in its arguments, and
+everything random comes from ``key``. ``hparams`` is an instance of the method's
+own frozen dataclass of hyperparameters (a subclass of
+:class:`ieu_jax.hparams.HParams`, defaults written once, there); ``name`` is the
+name the method runs under (``"GA"`` for IEU's ascent-only setting), for logs and
+errors. Adding a method is one new module with such a function and its class, and
+one line in :data:`ieu_jax.methods.REGISTRY`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import jax
 import optax
 
 from ieu_jax._steps import ApplyFn
 from ieu_jax.data import Dataset
+from ieu_jax.hparams import HParams
 
-__all__ = ["Problem", "Method", "sgd", "hp"]
+__all__ = ["Method", "Problem", "SGDHParams", "UnlearnFn", "sgd"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,24 +49,47 @@ class Problem:
   train: Mapping[str, Any]
 
 
-class Method(Protocol):
+class UnlearnFn(Protocol):
 
-  def __call__(self, problem: Problem, hparams: Mapping[str, Any], key: jax.Array) -> Any:
+  def __call__(self, problem: Problem, hparams: HParams, key: jax.Array, *,
+               name: str = ...) -> Any:
     ...
 
 
-def hp(hparams: Mapping[str, Any], name: str, default: Any = None) -> Any:
-  """``hparams[name]``, or ``default`` when absent; ``default=None`` means required."""
-  if name in hparams:
-    return hparams[name]
-  if default is None:
-    raise KeyError(f"missing hyperparameter {name!r}; given {sorted(hparams)}.")
-  return default
+class Method(NamedTuple):
+  """A registered method: its function and the class of its hyperparameters."""
+
+  unlearn: UnlearnFn
+  hparams_class: type[HParams]
 
 
-def sgd(hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SGDHParams(HParams):
+  """The fields the descent baselines share: epochs of the baselines' SGD.
+
+  Attributes:
+    epochs: passes over the method's data (required).
+    learning_rate: SGD's step size (required).
+    momentum: SGD's momentum (0: none).
+    weight_decay: coupled weight decay, added to the gradient before SGD.
+    batch_size: examples per step.
+  """
+
+  epochs: int
+  learning_rate: float
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  batch_size: int = 128
+
+  def optimizer(self) -> optax.GradientTransformation:
+    """:func:`sgd` with these hyperparameters."""
+    return sgd(self.learning_rate, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
+        weight_decay: float = 5e-4) -> optax.GradientTransformation:
   """The baselines' shared optimizer: SGD with momentum and (coupled) weight decay."""
   return optax.chain(
-      optax.add_decayed_weights(hp(hparams, "weight_decay", 5e-4)),
-      optax.sgd(hp(hparams, "learning_rate"), momentum=hp(hparams, "momentum", 0.9) or None),
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(learning_rate, momentum=momentum or None),
   )

@@ -2,67 +2,112 @@
 
 Each step takes a batch of the forget set (in shuffled epochs) and, when
 ``retain_scale > 0``, a batch of the retain set drawn with the step's key, and
-applies :func:`ieu_jax.ieu_transform`. The paper's ablations are settings:
+applies :func:`ieu_jax.ieu_transform` through :func:`ieu_jax.make_unlearn_step`.
+The paper's ablations are settings of :class:`IEUHParams`, one class for all:
 
 * GA: ``weight_decay = noise_std = 0`` (and here, no retain term);
 * Noisy: ``ascent_scale = 0`` with noise and a retain term;
 * GA+Noisy: no decay; GA+Decay: no noise; IEU: all three.
 
 Ascent on cross-entropy is unbounded, and with a large forget set or a whole class
-it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (off by default)
-clips the forget gradient's global norm before the transformation, so no step
-moves the weights by more than ``learning_rate * ascent_scale * max_grad_norm``
-through the ascent term.
+it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (None or 0: off, the
+default) has :func:`ieu_jax.make_unlearn_step`'s meaning, the same for the
+generative methods: each gradient, the forget one and the retain one, is scaled on
+its own to a global L2 norm of at most ``max_grad_norm`` before the
+transformation, ``g * min(1, max_grad_norm / (||g|| + 1e-12))``. No step then moves
+the weights by more than ``learning_rate * ascent_scale * max_grad_norm`` through
+the ascent term, nor ``learning_rate * retain_scale * max_grad_norm`` through the
+retain term.
 """
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
 
 import jax
 import optax
 
 from ieu_jax import _transforms
 from ieu_jax import training
-from ieu_jax._steps import softmax_cross_entropy
+from ieu_jax._steps import make_unlearn_step
+from ieu_jax.hparams import HParams
 from ieu_jax.methods import base
 
+__all__ = ["IEUHParams", "make_transform", "unlearn"]
 
-def make_transform(hparams, noise_key: jax.Array) -> optax.GradientTransformationExtraArgs:
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IEUHParams(HParams):
+  """The hyperparameters of IEU and of its ablations (GA, Noisy, GA+Noisy, GA+Decay).
+
+  Attributes:
+    epochs: passes over the forget set (required).
+    learning_rate: the step size ``eta`` of :func:`ieu_jax.ieu_transform` (required).
+    ascent_scale: the weight ``alpha_f`` of the forget gradient's ascent.
+    retain_scale: the weight ``alpha_r`` of the retain gradient (0: no retain batch).
+    weight_decay: decoupled decay ``lambda``; the weights shrink by ``eta * lambda``
+      per step.
+    noise_std: the standard deviation of each weight's noise per step.
+    batch_size: examples per forget batch, and per retain batch.
+    max_grad_norm: None or 0 for no clipping; else the bound on the global norm
+      of each gradient, forget and retain, before the transformation (see the
+      module docstring).
+  """
+
+  epochs: int
+  learning_rate: float
+  ascent_scale: float = 1.0
+  retain_scale: float = 0.0
+  weight_decay: float = 0.0
+  noise_std: float = 0.0
+  batch_size: int = 128
+  max_grad_norm: float | None = None
+
+
+def make_transform(hparams: IEUHParams | Mapping[str, Any],
+                   noise_key: jax.Array) -> optax.GradientTransformationExtraArgs:
   """:func:`ieu_jax.ieu_transform` from a method's hyperparameters (shared with the
-  generative methods)."""
+  generative methods).
+
+  Args:
+    hparams: IEU's hyperparameters; a mapping (the generative methods' untyped
+      ones) is read for the fields of :class:`IEUHParams` only, with their
+      defaults.
+    noise_key: the key of the weight noise.
+  """
+  if not isinstance(hparams, IEUHParams):
+    fields = {f.name for f in dataclasses.fields(IEUHParams)}
+    hparams = IEUHParams.from_config({k: v for k, v in hparams.items() if k in fields})
   return _transforms.ieu_transform(
-      float(base.hp(hparams, "learning_rate")),
-      ascent_scale=float(base.hp(hparams, "ascent_scale", 1.0)),
-      retain_scale=float(base.hp(hparams, "retain_scale", 0.0)),
-      weight_decay=float(base.hp(hparams, "weight_decay", 0.0)),
-      noise_std=float(base.hp(hparams, "noise_std", 0.0)),
+      hparams.learning_rate,
+      ascent_scale=hparams.ascent_scale,
+      retain_scale=hparams.retain_scale,
+      weight_decay=hparams.weight_decay,
+      noise_std=hparams.noise_std,
       key=noise_key,
   )
 
 
-def unlearn(problem: base.Problem, hparams, key):
-  retain_scale = float(base.hp(hparams, "retain_scale", 0.0))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
+def unlearn(problem: base.Problem, hparams: IEUHParams, key: jax.Array, *,
+            name: str = "IEU") -> Any:
+  """IEU (or the ablation ``hparams`` describe); see the module docstring."""
   noise_key, data_key = jax.random.split(key)
   tx = make_transform(hparams, noise_key)
-  max_grad_norm = float(base.hp(hparams, "max_grad_norm", 0.0))
-  if max_grad_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
-  apply_fn = problem.apply_fn
-
-  def loss_of(params, batch):
-    return softmax_cross_entropy(apply_fn(params, batch[0]), batch[1])
+  unlearn_step = make_unlearn_step(problem.apply_fn, tx, max_grad_norm=hparams.max_grad_norm or None,
+                                   jit=False)
 
   def loss_and_update(params, opt_state, forget_batch, step_key, retain_x, retain_y):
-    forget_loss, forget_grads = jax.value_and_grad(loss_of)(params, forget_batch)
-    extra = {}
-    if retain_scale:
-      retain_batch = training.sample_batch(step_key, (retain_x, retain_y), batch_size)
-      extra["retain_grads"] = jax.grad(loss_of)(params, retain_batch)
-    updates, opt_state = tx.update(forget_grads, opt_state, params, **extra)
-    return optax.apply_updates(params, updates), opt_state, forget_loss
+    retain_batch = None
+    if hparams.retain_scale:
+      retain_batch = training.sample_batch(step_key, (retain_x, retain_y), hparams.batch_size)
+    params, opt_state, metrics = unlearn_step(params, opt_state, forget_batch, retain_batch)
+    return params, opt_state, metrics.forget_loss
 
   step = training.make_indexed_step(loss_and_update)
   params, _ = training.fit(
       problem.original, tx.init(problem.original), step, (problem.forget.x, problem.forget.y),
-      epochs=int(base.hp(hparams, "epochs")), batch_size=batch_size, key=data_key,
-      name=str(hparams.get("name", "IEU")), aux=(problem.retain.x, problem.retain.y),
+      epochs=hparams.epochs, batch_size=hparams.batch_size, key=data_key,
+      name=name, aux=(problem.retain.x, problem.retain.y),
   )
   return params

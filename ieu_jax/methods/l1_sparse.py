@@ -13,23 +13,33 @@ at 0 is 1, which would push weights initialised at 0, such as biases, away from
 0). The optimizer is the baselines' SGD (:func:`ieu_jax.methods.base.sgd`),
 whose own weight decay is separate from the penalty.
 
-Hyperparameters: ``epochs``, ``learning_rate``, ``alpha``, and optionally
-``batch_size`` (128), ``momentum`` (0.9), ``weight_decay`` (5e-4).
+Hyperparameters: :class:`L1SparseHParams`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["l1_coefficient", "l1_norm", "loss", "unlearn"]
+__all__ = ["L1SparseHParams", "l1_coefficient", "l1_norm", "loss", "unlearn"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class L1SparseHParams(base.SGDHParams):
+  """l1-sparse's hyperparameters: the baselines' SGD fields and those below.
+
+  Attributes:
+    alpha: the penalty's weight in the first epoch (required).
+  """
+
+  alpha: float
 
 
 def l1_coefficient(epoch: int, epochs: int, alpha: float) -> float:
@@ -53,22 +63,18 @@ def loss(apply_fn: ApplyFn, params: Any, batch, coefficient) -> jax.Array:
   return softmax_cross_entropy(apply_fn(params, inputs), labels) + coefficient * l1_norm(params)
 
 
-def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
+            name: str = "l1-sparse") -> Any:
   """l1-sparse; see the module docstring."""
-  tx = base.sgd(hparams)
-  epochs = int(base.hp(hparams, "epochs"))
-  alpha = float(base.hp(hparams, "alpha"))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
-  name = str(hparams.get("name", "l1-sparse"))
+  tx = hparams.optimizer()
+  epochs, alpha, batch_size = hparams.epochs, hparams.alpha, hparams.batch_size
   apply_fn = problem.apply_fn
 
-  def loss_and_update(params, opt_state, batch, key, coefficient):
+  def objective(params, batch, key, coefficient):
     del key
-    value, grads = jax.value_and_grad(lambda p: loss(apply_fn, p, batch, coefficient))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return loss(apply_fn, params, batch, coefficient)
 
-  step = training.make_indexed_step(loss_and_update)
+  step = training.make_indexed_step(training.descent_on(objective, tx))
   params, opt_state = problem.original, tx.init(problem.original)
   for epoch in range(epochs):
     coefficient = jnp.asarray(l1_coefficient(epoch, epochs, alpha), jnp.float32)

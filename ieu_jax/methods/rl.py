@@ -12,12 +12,12 @@ The random labels are uniform over *all* classes, the true one included, as in
 that reference (so a forget example keeps its label with probability
 ``1 / num_classes``); ``exclude_true=True`` draws from the other classes only.
 
-Hyperparameters: ``epochs``, ``learning_rate``, and optionally ``batch_size``
-(128), ``momentum`` (0.9), ``weight_decay`` (5e-4), ``exclude_true`` (False).
+Hyperparameters: :class:`RLHParams`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -27,7 +27,20 @@ from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["random_labels", "relabel_descent", "run", "unlearn"]
+__all__ = ["RLHParams", "random_labels", "relabel_descent", "relabel_objective", "run",
+           "unlearn"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLHParams(base.SGDHParams):
+  """RL's hyperparameters: the baselines' SGD fields and those below.
+
+  Attributes:
+    exclude_true: draw random labels from the other classes only (default:
+      from all classes, the true one included, as the reference does).
+  """
+
+  exclude_true: bool = False
 
 
 def random_labels(
@@ -54,6 +67,21 @@ def random_labels(
   return other + (other >= labels).astype(labels.dtype)  # skip the true class
 
 
+def relabel_objective(apply_fn: ApplyFn, num_classes: int, exclude_true: bool = False):
+  """``objective(params, batch, key)``: cross-entropy under labels drawn from ``key``.
+
+  The labels are :func:`random_labels` of the batch's true labels, fresh for
+  every key.
+  """
+
+  def objective(params, batch, key):
+    inputs, labels = batch
+    new_labels = random_labels(key, labels, num_classes, exclude_true)
+    return softmax_cross_entropy(apply_fn(params, inputs), new_labels)
+
+  return objective
+
+
 def relabel_descent(
     apply_fn: ApplyFn,
     tx: optax.GradientTransformation,
@@ -65,21 +93,12 @@ def relabel_descent(
   The labels come from the step's key (see :func:`random_labels`); the returned
   loss is the cross-entropy under those labels.
   """
-
-  def fn(params, opt_state, batch, key):
-    inputs, labels = batch
-    new_labels = random_labels(key, labels, num_classes, exclude_true)
-    loss = lambda p: softmax_cross_entropy(apply_fn(p, inputs), new_labels)
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-  return fn
+  return training.descent_on(relabel_objective(apply_fn, num_classes, exclude_true), tx)
 
 
 def run(
     problem: base.Problem,
-    hparams,
+    hparams: RLHParams,
     key: jax.Array,
     tx: optax.GradientTransformation | None = None,
     name: str = "RL",
@@ -88,23 +107,22 @@ def run(
 
   Args:
     problem: the unlearning problem.
-    hparams: see the module docstring.
+    hparams: RL's hyperparameters (or a subclass's, such as SalUn's).
     key: PRNG key for data order and random labels.
-    tx: the optimizer; default :func:`ieu_jax.methods.base.sgd` of ``hparams``
+    tx: the optimizer; default the baselines' SGD of ``hparams``
       (SalUn passes a masked one).
     name: the phase name in logs and errors.
 
   Returns:
     The unlearned params.
   """
-  tx = base.sgd(hparams) if tx is None else tx
-  epochs = int(base.hp(hparams, "epochs"))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
-  exclude_true = bool(base.hp(hparams, "exclude_true", False))
+  tx = hparams.optimizer() if tx is None else tx
+  epochs, batch_size = hparams.epochs, hparams.batch_size
   forget_step = training.make_indexed_step(
-      relabel_descent(problem.apply_fn, tx, problem.num_classes, exclude_true)
+      relabel_descent(problem.apply_fn, tx, problem.num_classes, hparams.exclude_true)
   )
-  retain_step = training.make_indexed_step(training.descent(problem.apply_fn, tx))
+  retain_step = training.make_indexed_step(
+      training.descent_on(training.classifier_objective(problem.apply_fn), tx))
   forget_key, retain_key = jax.random.split(key)
   params, opt_state = problem.original, tx.init(problem.original)
   forget = (problem.forget.x, problem.forget.y)
@@ -123,6 +141,7 @@ def run(
   return params
 
 
-def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+def unlearn(problem: base.Problem, hparams: RLHParams, key: jax.Array, *,
+            name: str = "RL") -> Any:
   """RL with the baselines' SGD; see the module docstring."""
-  return run(problem, hparams, key, name=str(hparams.get("name", "RL")))
+  return run(problem, hparams, key, name=name)

@@ -21,14 +21,16 @@ Two behaviours have been published for the weights outside the mask, and
   with weight decay); the coupled weight decay (and momentum carrying it) then
   still shrinks the non-salient weights, by the same factor for all of them.
 
-Hyperparameters: those of RL, plus ``mask_fraction`` (0.5) and
-``mask_applies_to`` (``"updates"``).
+Hyperparameters: :class:`SalUnHParams`, those of RL plus ``mask_fraction``
+(0.5) and ``mask_applies_to`` (``"updates"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, NamedTuple
+import typing
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +41,26 @@ from ieu_jax._steps import ApplyFn
 from ieu_jax.methods import base
 from ieu_jax.methods import rl
 
-__all__ = ["MaskState", "forget_gradient", "keep_masked", "saliency_mask", "unlearn"]
+__all__ = ["MaskState", "SalUnHParams", "forget_gradient", "keep_masked", "saliency_mask",
+           "unlearn"]
 
-MASK_MODES = ("updates", "gradients")
+MaskMode = Literal["updates", "gradients"]
+MASK_MODES = typing.get_args(MaskMode)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SalUnHParams(rl.RLHParams):
+  """SalUn's hyperparameters: RL's and those below.
+
+  Attributes:
+    mask_fraction: the share of weights the saliency mask keeps, in ``[0, 1]``.
+    mask_applies_to: ``"updates"`` (non-salient weights held fixed) or
+      ``"gradients"`` (the reference code's masked gradients); see the module
+      docstring.
+  """
+
+  mask_fraction: float = 0.5
+  mask_applies_to: MaskMode = "updates"
 
 
 def saliency_mask(grads: Any, fraction: float) -> Any:
@@ -138,17 +157,17 @@ def keep_masked(mask: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
+            name: str = "SalUn") -> Any:
   """SalUn; see the module docstring."""
-  mode = str(base.hp(hparams, "mask_applies_to", "updates"))
+  mode = hparams.mask_applies_to
   if mode not in MASK_MODES:
     raise ValueError(f"mask_applies_to={mode!r}: use one of {MASK_MODES}.")
-  fraction = float(base.hp(hparams, "mask_fraction", 0.5))
   grads = forget_gradient(
       problem.apply_fn, problem.original, problem.forget.x, problem.forget.y,
-      int(base.hp(hparams, "batch_size", 128)),
+      hparams.batch_size,
   )
-  mask = saliency_mask(grads, fraction)
-  sgd = base.sgd(hparams)
+  mask = saliency_mask(grads, hparams.mask_fraction)
+  sgd = hparams.optimizer()
   tx = optax.chain(sgd, keep_masked(mask)) if mode == "updates" else optax.chain(keep_masked(mask), sgd)
-  return rl.run(problem, hparams, key, tx=tx, name=str(hparams.get("name", "SalUn")))
+  return rl.run(problem, hparams, key, tx=tx, name=name)

@@ -19,14 +19,12 @@ Note: at the start the student equals the teacher, where the divergence and its
 gradient are exactly 0; the first max steps move the student only through the
 optimizer's weight decay, and the divergence grows once the student has moved.
 
-Hyperparameters: ``epochs``, ``msteps``, ``learning_rate``, and optionally
-``temperature`` (4.0), ``gamma`` (0.99), ``alpha`` (0.001), ``batch_size``
-(128), ``forget_batch_size`` (``batch_size``), ``momentum`` (0.9),
-``weight_decay`` (5e-4).
+Hyperparameters: :class:`SCRUBHParams`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -37,7 +35,27 @@ from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["distill_kl", "max_step", "min_step", "passes", "unlearn"]
+__all__ = ["SCRUBHParams", "distill_kl", "max_objective", "max_step", "min_objective",
+           "min_step", "passes", "unlearn"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SCRUBHParams(base.SGDHParams):
+  """SCRUB's hyperparameters: the baselines' SGD fields and those below.
+
+  Attributes:
+    msteps: the epochs that begin with a max pass (required).
+    temperature: the distillation temperature ``T``.
+    gamma: the weight of the cross-entropy in the min pass.
+    alpha: the weight of the divergence in the min pass.
+    forget_batch_size: examples per max step (None: ``batch_size``).
+  """
+
+  msteps: int
+  temperature: float = 4.0
+  gamma: float = 0.99
+  alpha: float = 0.001
+  forget_batch_size: int | None = None
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:
@@ -58,24 +76,43 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
   return temperature**2 * jnp.mean(kl)
 
 
-def max_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, temperature: float):
-  """``loss_and_update(params, opt_state, batch, key, teacher)`` of a max step.
+def max_objective(apply_fn: ApplyFn, temperature: float):
+  """``objective(params, batch, key, teacher) = -distill_kl`` over the (forget) batch.
 
-  Descends on ``-distill_kl`` over the (forget) batch, so the divergence from
-  the teacher grows; returns the divergence before the step as its loss.
+  Descending on it makes the student's divergence from the teacher grow.
   """
 
-  def fn(params, opt_state, batch, key, teacher):
+  def objective(params, batch, key, teacher):
     del key
     inputs, _ = batch
     t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    kl = lambda p: distill_kl(apply_fn(p, inputs), t_logits, temperature)
-    value, grads = jax.value_and_grad(kl)(params)
-    grads = jax.tree.map(jnp.negative, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return -distill_kl(apply_fn(params, inputs), t_logits, temperature)
 
-  return fn
+  return objective
+
+
+def max_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, temperature: float):
+  """``loss_and_update(params, opt_state, batch, key, teacher)`` of a max step.
+
+  Descends on :func:`max_objective`, so the divergence from the teacher grows;
+  the returned loss is that objective before the step (minus the divergence).
+  """
+  return training.descent_on(max_objective(apply_fn, temperature), tx)
+
+
+def min_objective(apply_fn: ApplyFn, temperature: float, gamma: float, alpha: float):
+  """``objective(params, batch, key, teacher) = gamma * CE + alpha * distill_kl``."""
+
+  def objective(params, batch, key, teacher):
+    del key
+    inputs, labels = batch
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
+    logits = apply_fn(params, inputs)
+    return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
+        logits, t_logits, temperature
+    )
+
+  return objective
 
 
 def min_step(
@@ -87,25 +124,9 @@ def min_step(
 ):
   """``loss_and_update(params, opt_state, batch, key, teacher)`` of a min step.
 
-  Descends on ``gamma * CE + alpha * distill_kl`` over the (retain) batch.
+  Descends on :func:`min_objective` over the (retain) batch.
   """
-
-  def fn(params, opt_state, batch, key, teacher):
-    del key
-    inputs, labels = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-
-    def objective(p):
-      logits = apply_fn(p, inputs)
-      return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
-          logits, t_logits, temperature
-      )
-
-    value, grads = jax.value_and_grad(objective)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-  return fn
+  return training.descent_on(min_objective(apply_fn, temperature, gamma, alpha), tx)
 
 
 def passes(epochs: int, msteps: int) -> list[tuple[str, ...]]:
@@ -113,17 +134,14 @@ def passes(epochs: int, msteps: int) -> list[tuple[str, ...]]:
   return [("max", "min") if e < msteps else ("min",) for e in range(epochs)]
 
 
-def unlearn(problem: base.Problem, hparams, key: jax.Array) -> Any:
+def unlearn(problem: base.Problem, hparams: SCRUBHParams, key: jax.Array, *,
+            name: str = "SCRUB") -> Any:
   """SCRUB; see the module docstring."""
-  tx = base.sgd(hparams)
-  epochs = int(base.hp(hparams, "epochs"))
-  msteps = int(base.hp(hparams, "msteps"))
-  temperature = float(base.hp(hparams, "temperature", 4.0))
-  gamma = float(base.hp(hparams, "gamma", 0.99))
-  alpha = float(base.hp(hparams, "alpha", 0.001))
-  batch_size = int(base.hp(hparams, "batch_size", 128))
-  forget_batch_size = int(base.hp(hparams, "forget_batch_size", batch_size))
-  name = str(hparams.get("name", "SCRUB"))
+  tx = hparams.optimizer()
+  epochs, msteps, batch_size = hparams.epochs, hparams.msteps, hparams.batch_size
+  temperature, gamma, alpha = hparams.temperature, hparams.gamma, hparams.alpha
+  forget_batch_size = (batch_size if hparams.forget_batch_size is None
+                       else hparams.forget_batch_size)
   apply_fn = problem.apply_fn
   steps = {
       "max": training.make_indexed_step(max_step(apply_fn, tx, temperature)),
