@@ -13,8 +13,10 @@ import optax
 import pytest
 
 from ieu_jax import theory
-from ieu_jax import theory_check
 from ieu_jax._transforms import ieu_transform
+from ieu_jax.theory import bounds
+from ieu_jax.theory import check
+from ieu_jax.theory import problems
 
 _SETTINGS = hypothesis.settings(max_examples=30, deadline=None,
                                 derandomize=True)
@@ -368,8 +370,8 @@ def test_spec_real_valued_upper_bound_needs_ceiling():
 
 
 def test_run_theory_check_quick(tmp_path):
-  result = theory_check.run_theory_check(str(tmp_path), quick=True)
-  assert result["all_respected"], theory_check.format_summary(result)
+  result = check.run_theory_check(str(tmp_path), quick=True)
+  assert result["all_respected"], check.format_summary(result)
   with open(tmp_path / "theory.json") as f:
     saved = json.load(f)
   assert saved["all_respected"]
@@ -396,27 +398,28 @@ def test_run_theory_check_quick(tmp_path):
 
 @pytest.mark.parametrize("broken", ["rho", "noise", "relearn"])
 def test_checker_detects_broken_bounds(monkeypatch, broken):
+  # The checker calls the bounds through ieu_jax.theory.bounds.
   if broken == "rho":
-    right = theory.contraction_factor
-    monkeypatch.setattr(theory, "contraction_factor",
+    right = bounds.contraction_factor
+    monkeypatch.setattr(bounds, "contraction_factor",
                         lambda *a: 0.98 * right(*a))
   elif broken == "noise":
-    right = theory.noisy_sq_distance_bound
+    right = bounds.noisy_sq_distance_bound
     monkeypatch.setattr(
-        theory, "noisy_sq_distance_bound",
+        bounds, "noisy_sq_distance_bound",
         lambda t, rho, e0, sigma, d, **kw: right(t, rho, e0, 0.0, d, **kw))
   else:
-    right = theory.relearn_steps_bounds
-    monkeypatch.setattr(theory, "relearn_steps_bounds",
+    right = bounds.relearn_steps_bounds
+    monkeypatch.setattr(bounds, "relearn_steps_bounds",
                         lambda *a: tuple(x + 1 for x in right(*a)))
   with jax.enable_x64(True):
-    problems = theory_check._ieu_problems(True)
+    ieu_problems = problems.ieu_problems(True)
     if broken == "rho":
-      summary, _ = theory_check._check_theorem1(problems, True, 60)
+      summary, _ = check.check_theorem1(ieu_problems, True, 60)
     elif broken == "noise":
-      summary, _ = theory_check._check_theorem2(problems, True, 40, 200)
+      summary, _ = check.check_theorem2(ieu_problems, True, 40, 200)
     else:
-      summary, _ = theory_check._check_theorem3(problems, True, 300)
+      summary, _ = check.check_theorem3(ieu_problems, True, 300)
   assert not summary["all_respected"]
   if broken != "relearn":  # Theorem 3's step counts are off by whole steps.
     assert summary["worst_margin"] < -1e-6

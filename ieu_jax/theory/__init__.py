@@ -1,4 +1,4 @@
-"""The convergence bounds of full-batch IEU, as functions of their constants.
+"""The convergence bounds of full-batch IEU, and their check against trajectories.
 
 Full-batch IEU on a retain loss ``R`` (``mu_R``-strongly convex, ``L_R``-smooth)
 and a forget loss ``F`` (convex, ``L_F``-smooth) iterates::
@@ -15,6 +15,12 @@ proves three results about it. The package:
 * :mod:`ieu_jax.theory.constants`: the constants they take, exact for quadratics
   and bounded from the data for logistic regression, and the exact quantities
   the bounds estimate on quadratics.
+* :mod:`ieu_jax.theory.check`: :func:`ieu_jax.theory.check.run_theory_check`
+  runs float64 trajectories of the product's code against every bound
+  (``experiments/theory_check.py``), on the problems of
+  :mod:`ieu_jax.theory.problems`, with the trajectories of
+  :mod:`ieu_jax.theory.simulate` and the plots of :mod:`ieu_jax.theory.plots`.
+  Import it explicitly: it needs JAX and optax, the bounds do not.
 
 The bounds and constants are re-exported here (``theory.contraction_factor``);
 they are pure NumPy functions in float64.
