@@ -74,14 +74,9 @@ class ContractionConditions(NamedTuple):
     return bool(self.decay_dominates and self.step_small_enough)
 
 
-def contraction_conditions(
-    eta: float,
-    weight_decay: float,
-    alpha_f: float,
-    mu_R: float,
-    L_R: float,
-    L_F: float,
-) -> ContractionConditions:
+def contraction_conditions(eta: float, weight_decay: float, alpha_f: float,
+                           mu_R: float, L_R: float,
+                           L_F: float) -> ContractionConditions:
   """Checks the conditions of Theorem 1 for the given constants.
 
   Args:
@@ -105,14 +100,8 @@ def contraction_conditions(
   )
 
 
-def contraction_factor(
-    eta: float,
-    weight_decay: float,
-    alpha_f: float,
-    mu_R: float,
-    L_R: float,
-    L_F: float,
-) -> float:
+def contraction_factor(eta: float, weight_decay: float, alpha_f: float,
+                       mu_R: float, L_R: float, L_F: float) -> float:
   """The Lipschitz constant ``rho`` of the IEU drift map ``Phi`` (Theorem 1).
 
   ``rho = max(|1 - eta*(lambda + L_R)|, |1 - eta*(lambda + mu_R - alpha_f*L_F)|)``.
