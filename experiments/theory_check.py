@@ -13,7 +13,7 @@ workdir. Exits 0 only when every bound whose conditions hold is respected.
 from absl import app
 from absl import flags
 
-from ieu_jax import theory_check
+from ieu_jax.theory import check
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.",
                                required=True)
@@ -24,8 +24,8 @@ _QUICK = flags.DEFINE_bool("quick", False,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  result = theory_check.run_theory_check(_WORKDIR.value, quick=_QUICK.value)
-  print(theory_check.format_summary(result))
+  result = check.run_theory_check(_WORKDIR.value, quick=_QUICK.value)
+  print(check.format_summary(result))
   return 0 if result["all_respected"] else 1
 
 

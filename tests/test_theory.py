@@ -13,8 +13,10 @@ import optax
 import pytest
 
 from ieu_jax import theory
-from ieu_jax import theory_check
 from ieu_jax._transforms import ieu_transform
+from ieu_jax.theory import bounds
+from ieu_jax.theory import check
+from ieu_jax.theory import problems
 
 _SETTINGS = hypothesis.settings(max_examples=30, deadline=None,
                                 derandomize=True)
@@ -33,6 +35,12 @@ def _aligned(rng, d, mu_r, l_r, l_f):
   return (q * a) @ q.T, (q * b) @ q.T, q
 
 
+def _random_curvatures(rng, mu_range, gap_range):
+  """A random strong-convexity constant and a smoothness constant above it."""
+  mu = rng.uniform(*mu_range)
+  return mu, mu + rng.uniform(*gap_range)
+
+
 def _random_instance(rng, d):
   g = rng.standard_normal((d + 2, d))
   a_mat = g.T @ g / d + rng.uniform(0.1, 1.0) * np.eye(d)
@@ -47,6 +55,27 @@ def _settings_that_hold(rng, c):
   alpha = rng.uniform(0, 0.99) * (lam + c.mu_R) / c.L_F
   eta = rng.uniform(0.05, 1.99) / (lam + c.L_R)
   return eta, lam, alpha
+
+
+def _random_contraction(seed, d):
+  """A random quadratic and a setting where Theorem 1's conditions hold.
+
+  Args:
+    seed: NumPy seed of the instance and the setting.
+    d: number of parameters.
+
+  Returns:
+    ``(rng, A, B, c, (eta, lambda, alpha_f), rho, J)``: the generator (to draw
+    more from), the Hessians, their constants, the setting, its contraction
+    factor and the drift map's Jacobian.
+  """
+  rng = np.random.default_rng(seed)
+  a_mat, b_mat = _random_instance(rng, d)
+  c = theory.quadratic_constants(a_mat, b_mat)
+  eta, lam, alpha = _settings_that_hold(rng, c)
+  rho = theory.contraction_factor(eta, lam, alpha, *c)
+  jac = theory.quadratic_ieu_jacobian(a_mat, b_mat, eta, lam, alpha)
+  return rng, a_mat, b_mat, c, (eta, lam, alpha), rho, jac
 
 
 # --------------------------------------------------------------------------
@@ -68,13 +97,9 @@ def test_contraction_factor_example_and_conditions():
 @_SETTINGS
 @hypothesis.given(st.integers(0, 2**31 - 1), st.integers(2, 7))
 def test_phi_is_rho_lipschitz_on_random_quadratics(seed, d):
-  rng = np.random.default_rng(seed)
-  a_mat, b_mat = _random_instance(rng, d)
-  c = theory.quadratic_constants(a_mat, b_mat)
-  eta, lam, alpha = _settings_that_hold(rng, c)
-  rho = theory.contraction_factor(eta, lam, alpha, *c)
+  rng, a_mat, b_mat, c, (eta, lam, alpha), rho, jac = _random_contraction(
+      seed, d)
   assert theory.contraction_conditions(eta, lam, alpha, *c).hold and rho < 1
-  jac = theory.quadratic_ieu_jacobian(a_mat, b_mat, eta, lam, alpha)
   assert theory.quadratic_exact_contraction(a_mat, b_mat, eta, lam,
                                             alpha) <= rho * (1 + 1e-12)
   x, y = rng.standard_normal((2, d))
@@ -87,8 +112,7 @@ def test_phi_is_rho_lipschitz_on_random_quadratics(seed, d):
 def test_contraction_rate_attained_by_extreme_eigenvector(seed, d):
   """On aligned quadratics rho is the exact rate, on one extreme eigenvector."""
   rng = np.random.default_rng(seed)
-  mu_r = rng.uniform(0.1, 2)
-  l_r = mu_r + rng.uniform(0.5, 10)
+  mu_r, l_r = _random_curvatures(rng, (0.1, 2), (0.5, 10))
   l_f = rng.uniform(0.1, 5)
   a_mat, b_mat, q = _aligned(rng, d, mu_r, l_r, l_f)
   c = theory.quadratic_constants(a_mat, b_mat)
@@ -237,13 +261,8 @@ def _covariance_recursion(jac, e0, sigma, steps):
 @_SETTINGS
 @hypothesis.given(st.integers(0, 2**31 - 1), st.integers(2, 6))
 def test_noisy_bound_holds_for_exact_expectation(seed, d):
-  rng = np.random.default_rng(seed)
-  a_mat, b_mat = _random_instance(rng, d)
-  c = theory.quadratic_constants(a_mat, b_mat)
-  eta, lam, alpha = _settings_that_hold(rng, c)
-  rho = theory.contraction_factor(eta, lam, alpha, *c)
+  rng, _, _, _, _, rho, jac = _random_contraction(seed, d)
   sigma = rng.uniform(0.01, 1)
-  jac = theory.quadratic_ieu_jacobian(a_mat, b_mat, eta, lam, alpha)
   e0 = rng.standard_normal(d)
   t = np.arange(60)
   exact = theory.quadratic_expected_sq_distance(t, jac, e0, sigma)
@@ -330,8 +349,7 @@ def _gd_steps_to(b_mat, start, eta_r, eps, max_steps=5000):
 @hypothesis.given(st.integers(0, 2**31 - 1), st.integers(2, 6))
 def test_relearn_steps_within_bounds_and_attained(seed, d):
   rng = np.random.default_rng(seed)
-  mu = rng.uniform(0.05, 1)
-  lip = mu + rng.uniform(0.1, 5)
+  mu, lip = _random_curvatures(rng, (0.05, 1), (0.1, 5))
   q = _orthogonal(rng, d)
   eig = np.concatenate([[mu], rng.uniform(mu, lip, d - 2), [lip]])
   b_mat = (q * eig) @ q.T
@@ -368,8 +386,8 @@ def test_spec_real_valued_upper_bound_needs_ceiling():
 
 
 def test_run_theory_check_quick(tmp_path):
-  result = theory_check.run_theory_check(str(tmp_path), quick=True)
-  assert result["all_respected"], theory_check.format_summary(result)
+  result = check.run_theory_check(str(tmp_path), quick=True)
+  assert result["all_respected"], check.format_summary(result)
   with open(tmp_path / "theory.json") as f:
     saved = json.load(f)
   assert saved["all_respected"]
@@ -396,27 +414,28 @@ def test_run_theory_check_quick(tmp_path):
 
 @pytest.mark.parametrize("broken", ["rho", "noise", "relearn"])
 def test_checker_detects_broken_bounds(monkeypatch, broken):
+  # The checker calls the bounds through ieu_jax.theory.bounds.
   if broken == "rho":
-    right = theory.contraction_factor
-    monkeypatch.setattr(theory, "contraction_factor",
+    right = bounds.contraction_factor
+    monkeypatch.setattr(bounds, "contraction_factor",
                         lambda *a: 0.98 * right(*a))
   elif broken == "noise":
-    right = theory.noisy_sq_distance_bound
+    right = bounds.noisy_sq_distance_bound
     monkeypatch.setattr(
-        theory, "noisy_sq_distance_bound",
+        bounds, "noisy_sq_distance_bound",
         lambda t, rho, e0, sigma, d, **kw: right(t, rho, e0, 0.0, d, **kw))
   else:
-    right = theory.relearn_steps_bounds
-    monkeypatch.setattr(theory, "relearn_steps_bounds",
+    right = bounds.relearn_steps_bounds
+    monkeypatch.setattr(bounds, "relearn_steps_bounds",
                         lambda *a: tuple(x + 1 for x in right(*a)))
   with jax.enable_x64(True):
-    problems = theory_check._ieu_problems(True)
+    ieu_problems = problems.ieu_problems(True)
     if broken == "rho":
-      summary, _ = theory_check._check_theorem1(problems, True, 60)
+      summary, _ = check.check_theorem1(ieu_problems, True, 60)
     elif broken == "noise":
-      summary, _ = theory_check._check_theorem2(problems, True, 40, 200)
+      summary, _ = check.check_theorem2(ieu_problems, True, 40, 200)
     else:
-      summary, _ = theory_check._check_theorem3(problems, True, 300)
+      summary, _ = check.check_theorem3(ieu_problems, True, 300)
   assert not summary["all_respected"]
   if broken != "relearn":  # Theorem 3's step counts are off by whole steps.
     assert summary["worst_margin"] < -1e-6
