@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from ieu_jax import models  # pylint: disable=g-import-not-at-top
-  from ieu_jax import unet  # pylint: disable=g-import-not-at-top
+  from ieu_jax.generative import unet  # pylint: disable=g-import-not-at-top
 
   try:
     import torch  # pylint: disable=g-import-not-at-top

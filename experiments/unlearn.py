@@ -4,26 +4,16 @@
       --workdir=runs/fmnist --config.methods=Retrain,FT,GA,IEU
 """
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
 from ieu_jax import experiment
-from experiments import distributed
+from experiments import entry
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
+_CONFIG = entry.config_flag()
+_WORKDIR = entry.workdir_flag()
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  distributed.maybe_initialize()
-  logging.info("config:\n%s", _CONFIG.value)
+def main():
   experiment.run_experiment(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  entry.run(main)

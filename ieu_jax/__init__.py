@@ -1,12 +1,28 @@
 """ieu-jax: machine unlearning measured in weight space.
 
-IEU (Influence Eliminating Unlearning) as composable optax transformations, RCD
-(Relearning Convergence Delay) as vmapped relearning trajectories, and the
-standard unlearning metrics.
+The paper's vocabulary, flat:
+
+* IEU as composable optax transformations: :func:`ascent`,
+  :func:`decoupled_weight_decay`, :func:`add_weight_noise`, :func:`ieu_transform`;
+* the steps: :func:`make_train_step`, :func:`make_unlearn_step` (and
+  :class:`NonFiniteError`, raised when a NaN appears while unlearning);
+* RCD (Relearning Convergence Delay) as relearning trajectories sharded across
+  devices: :class:`RelearnProtocol`, :func:`relearn`, :func:`rcd_summary`;
+* the metrics: :func:`accuracy`, :func:`mia_efficacy`, :func:`avg_gap`, ...;
+* the models: :class:`SmallCNN`, :class:`MLP`, :class:`ResNet18`, :func:`build_model`.
+
+The rest are subpackages, imported on first use: ``ieu_jax.data``,
+``ieu_jax.methods`` (the classifier baselines), ``ieu_jax.experiment`` (the
+classifier pipeline), ``ieu_jax.comparison`` (search, sweeps, claims),
+``ieu_jax.generative`` (diffusion unlearning), ``ieu_jax.theory`` (the bounds
+and their checker), and the skeleton they share (``ieu_jax.pipeline``,
+``ieu_jax.outputs``, ``ieu_jax.hparams``, ``ieu_jax.training``,
+``ieu_jax.checkpoints``).
 """
 
+import importlib
+
 from ieu_jax._cpu import configure_cpu
-from ieu_jax._cpu import CPU_FLAG
 from ieu_jax._metrics import accuracy
 from ieu_jax._metrics import avg_gap
 from ieu_jax._metrics import mia_efficacy
@@ -25,29 +41,46 @@ from ieu_jax._steps import make_train_step
 from ieu_jax._steps import make_unlearn_step
 from ieu_jax._steps import softmax_cross_entropy
 from ieu_jax._steps import StepMetrics
-from ieu_jax._steps import tree_is_finite
 from ieu_jax._transforms import add_weight_noise
-from ieu_jax._transforms import as_key
 from ieu_jax._transforms import ascent
 from ieu_jax._transforms import decoupled_weight_decay
 from ieu_jax._transforms import ieu_transform
 from ieu_jax._transforms import WeightNoiseState
+from ieu_jax.models import build_model
+from ieu_jax.models import MLP
+from ieu_jax.models import ResNet18
+from ieu_jax.models import SmallCNN
+from ieu_jax.training import NonFiniteError
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "generative", "hparams",
+               "methods", "models", "outputs", "pipeline", "theory", "training")
+
+
+def __getattr__(name):
+  """``ieu_jax.<subpackage>`` on first use (PEP 562), so ``import ieu_jax`` stays light."""
+  if name in _SUBMODULES:
+    return importlib.import_module(f"ieu_jax.{name}")
+  raise AttributeError(f"module 'ieu_jax' has no attribute {name!r}")
+
+
 __all__ = [
-    "CPU_FLAG",
     "FORMULATIONS",
+    "MLP",
+    "NonFiniteError",
     "RCDSummary",
     "RelearnProtocol",
     "RelearnResult",
+    "ResNet18",
+    "SmallCNN",
     "StepMetrics",
     "WeightNoiseState",
     "accuracy",
     "add_weight_noise",
-    "as_key",
     "ascent",
     "avg_gap",
+    "build_model",
     "configure_cpu",
     "decoupled_weight_decay",
     "default_formulation",
@@ -61,6 +94,5 @@ __all__ = [
     "softmax_cross_entropy",
     "trajectory_batch_indices",
     "trajectory_mesh",
-    "tree_is_finite",
     "true_class_confidence",
 ]

@@ -36,9 +36,16 @@ def _quiet():
 
 
 def save_params(path: str | os.PathLike, params: Any) -> None:
-  """Saves ``params`` to the directory ``path`` (absolute or relative)."""
+  """Saves ``params`` to the directory ``path`` (absolute or relative).
+
+  The calling process saves alone (no barrier with other processes under
+  ``jax.distributed``): call it from process 0 (:func:`ieu_jax.outputs.is_writer`),
+  with params every process holds in full.
+  """
   path = os.path.abspath(path)
-  with _quiet(), ocp.StandardCheckpointer() as ckpt:
+  alone = ocp.options.MultiprocessingOptions(
+      primary_host=jax.process_index(), active_processes={jax.process_index()})
+  with _quiet(), ocp.StandardCheckpointer(multiprocessing_options=alone) as ckpt:
     ckpt.save(path, params, force=True)
     ckpt.wait_until_finished()
 

@@ -22,8 +22,6 @@ reusing a stale model.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -35,12 +33,13 @@ import numpy as np
 from absl import logging
 
 from ieu_jax import _metrics
-from ieu_jax import _io
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
 from ieu_jax import methods as methods_lib
 from ieu_jax import models
+from ieu_jax import outputs
+from ieu_jax import pipeline
 from ieu_jax import training
 from ieu_jax.methods import retrain as retrain_lib
 
@@ -52,6 +51,7 @@ __all__ = [
     "rcd_gap",
     "rcd_key",
     "relearn_auc",
+    "relearn_checkpoints",
     "relearn_protocol",
     "relearn_set",
     "run_experiment",
@@ -63,17 +63,12 @@ _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
 
 def method_names(config: ml_collections.ConfigDict) -> list[str]:
   """The methods to run, from the comma-separated ``config.methods``; Retrain first."""
-  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
-  if not names:
+  if not str(config.methods).strip(", "):
     raise ValueError(f"config.methods={config.methods!r} names no method.")
+  names = pipeline.method_names(config, methods_lib.REGISTRY, always=("Retrain",))
   for n in names:
-    methods_lib.get(n)  # raises with the list of known methods
-    if n != "Retrain" and n not in config.method:
-      raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
     methods_lib.hparams(n, config.method.get(n))  # a misspelt key fails before training
-  if len(set(names)) != len(names):
-    raise ValueError(f"config.methods={config.methods!r} names a method twice.")
-  return ["Retrain"] + [n for n in names if n != "Retrain"]
+  return names
 
 
 def rcd_gap(steps: float, reference_steps: float) -> float:
@@ -88,40 +83,16 @@ def rcd_gap(steps: float, reference_steps: float) -> float:
   return 100.0 * abs(math.log((steps + 1.0) / (reference_steps + 1.0)))
 
 
-def _fingerprint(config: ml_collections.ConfigDict, what: str) -> str:
-  parts = {
-      "data": config.data.to_dict(),
-      "forget": config.forget.to_dict(),
-      "model": config.model.to_dict(),
-      "train": config.train.to_dict(),
-      "seed": config.seed,
-      "what": what,
-  }
-  blob = json.dumps(parts, sort_keys=True, default=str).encode()
-  return hashlib.sha256(blob).hexdigest()[:12]
+# What a trained model depends on: its checkpoint's fingerprint covers these sections.
+_MODEL_PARTS = ("data", "forget", "model", "train")
 
 
 def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
   """Trains a model, or restores it (and its recorded training time) from the workdir."""
-  path = os.path.join(workdir, "checkpoints", f"{what}-{_fingerprint(config, what)}")
-  like = jax.eval_shape(init_fn, key)
-  if checkpoints.exists(path):
-    logging.info("phase %s: restoring %s", what, path)
-    try:
-      with open(path + ".json") as f:
-        elapsed = float(json.load(f)["training_time_s"])
-    except (OSError, ValueError, KeyError):
-      elapsed = math.nan
-    return checkpoints.restore_params(path, like), elapsed, True
-  logging.info("phase %s: training on %d examples", what, len(data))
-  start = time.perf_counter()
-  params = retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what)
-  params = jax.block_until_ready(params)
-  elapsed = time.perf_counter() - start
-  checkpoints.save_params(path, params)
-  if jax.process_index() == 0:
-    _io.write_atomic(path + ".json", json.dumps({"training_time_s": elapsed}))
-  return params, elapsed, False
+  return pipeline.cached_train(
+      workdir, what, pipeline.fingerprint(config, what, _MODEL_PARTS),
+      jax.eval_shape(init_fn, key),
+      lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what))
 
 
 def relearn_auc(result: _rcd.RelearnResult) -> float:
@@ -155,10 +126,8 @@ def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str,
 
 
 def relearn_set(fs, config):
-  """The attacker's ``m`` forget examples (a fixed subset, drawn from the seed)."""
-  m = min(int(config.rcd.relearn_size), len(fs.forget))
-  rng = np.random.default_rng([int(config.seed), 17])
-  idx = np.sort(rng.choice(len(fs.forget), m, replace=False))
+  """The attacker's ``m`` forget examples (:func:`ieu_jax.pipeline.attacker_subset`)."""
+  idx = pipeline.attacker_subset(len(fs.forget), int(config.rcd.relearn_size), int(config.seed))
   subset = fs.forget.take(idx)
   return subset.x, subset.y
 
@@ -174,40 +143,40 @@ def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
       num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
       stop_when_done=bool(r.get("stop_when_done", True)),
       probe_every=int(r.get("probe_every", 1)),
+      formulation=r.get("formulation") or _rcd.default_formulation(),
   )
 
 
 def _markdown(results) -> str:
+  fmt = outputs.fmt
+  header = ["method", "UA", "RA", "TA", "MIA", "Avg. Gap", "Gap+RCD", "RCD steps", "censored",
+            "RCD norm.", "time (s)", "flags"]
+  rows = []
+  for m in results["methods"]:
+    r = m["rcd"]
+    rows.append([m["name"], fmt(m["UA"]), fmt(m["RA"]), fmt(m["TA"]), fmt(m["MIA"]),
+                 fmt(m["avg_gap"]), fmt(m["avg_gap_rcd"]),
+                 f"{fmt(r['steps_mean'], 1)} ± {fmt(r['steps_std'], 1)}",
+                 f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"]),
+                 fmt(m["runtime_s"], 1), ", ".join(m["flags"])])
+  rows += [[f["name"], f"failed: {f['error']}"] for f in results["failed"]]
+  o = results["original"]
   lines = [
       f"# Unlearning results: {results['config']['data']['name']},"
       f" forget {results['scenario']}",
       "",
       "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
-      " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps until forget accuracy"
-      f" >= {_io.fmt(results['rcd_threshold'])}% (mean ± std over uncensored trajectories,"
-      " censored share), normalised by Retrain's.",
+      " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps"
+      f" until forget accuracy >= {fmt(results['rcd_threshold'])}% (mean ± std over"
+      " uncensored trajectories, censored share), normalised by Retrain's.",
       "",
-      "| method | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | censored | RCD norm. | time (s) | flags |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|",
-  ]
-  for m in results["methods"]:
-    r = m["rcd"]
-    lines.append(
-        f"| {m['name']} | {_io.fmt(m['UA'])} | {_io.fmt(m['RA'])} | {_io.fmt(m['TA'])} | {_io.fmt(m['MIA'])}"
-        f" | {_io.fmt(m['avg_gap'])} | {_io.fmt(m['avg_gap_rcd'])}"
-        f" | {_io.fmt(r['steps_mean'], 1)} ± {_io.fmt(r['steps_std'], 1)} | {_io.fmt(100 * r['censored_frac'], 0)}%"
-        f" | {_io.fmt(r['normalized'])} | {_io.fmt(m['runtime_s'], 1)} | {', '.join(m['flags']) or ''} |"
-    )
-  for f in results["failed"]:
-    lines.append(f"| {f['name']} | failed: {f['error']} |")
-  o = results["original"]
-  lines += [
+      outputs.markdown_table(header, rows),
       "",
-      f"Original model: train accuracy {_io.fmt(o['train_accuracy'])}%, forget accuracy"
-      f" {_io.fmt(100 - o['UA'])}%, retain {_io.fmt(o['RA'])}%, test {_io.fmt(o['TA'])}%, MIA {_io.fmt(o['MIA'])}.",
+      f"Original model: train accuracy {fmt(o['train_accuracy'])}%, forget accuracy"
+      f" {fmt(100 - o['UA'])}%, retain {fmt(o['RA'])}%, test {fmt(o['TA'])}%, MIA {fmt(o['MIA'])}.",
       f"Memorisation gap on the forget set (original - retrained forget accuracy):"
-      f" {_io.fmt(results['memorization_gap'])} points.",
-      f"Wall time: {_io.fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
+      f" {fmt(results['memorization_gap'])} points.",
+      f"Wall time: {fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
   ]
   return "\n".join(lines) + "\n"
 
@@ -232,10 +201,7 @@ def _plot(path, curves: dict[str, _rcd.RelearnResult], threshold: float) -> None
                "a dot: the run stops, every trajectory relearned)", fontsize=10)
   ax.legend()
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  outputs.save_figure(fig, path, dpi=120)
 
 
 @dataclasses.dataclass
@@ -261,7 +227,6 @@ class Setup:
     return _rcd.relearn(
         params, self.apply_fn, self.relearn_data, self.protocol,
         rcd_key(self.config), reference_params=self.original,
-        formulation=self.config.rcd.get("formulation") or None,
     )
 
   def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
@@ -320,10 +285,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   root = jax.random.key(int(config.seed))
   splits, fs, init_fn, apply_fn = data_and_model(config)
   num_classes = splits.train.num_classes
-  original, t_orig, restored_orig = _train_or_restore(
+  (original, t_orig, restored_orig) = _train_or_restore(
       workdir, config, "original", init_fn, apply_fn, fs.train,
       jax.random.fold_in(root, _KEY_ORIGINAL))
-  retrained, t_retrain, restored_retrain = _train_or_restore(
+  (retrained, t_retrain, restored_retrain) = _train_or_restore(
       workdir, config, "retrain", init_fn, apply_fn, fs.retain,
       jax.random.fold_in(root, _KEY_RETRAIN))
   problem = methods_lib.Problem(
@@ -343,6 +308,68 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   )
 
 
+def relearn_checkpoints(
+    config: ml_collections.ConfigDict,
+    checkpoint: str,
+    reference: str,
+    *,
+    original: str | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+  """RCD of ``checkpoint``, normalised by ``reference``'s, under ``config``.
+
+  Args:
+    config: an experiment config (``data``, ``forget``, ``model``, ``rcd``, ``seed``).
+    checkpoint: directory of the params to measure (``checkpoints.save_params``).
+    reference: directory of the reference params (usually the retrained model).
+    original: directory of the original model: the threshold is its accuracy on
+      the relearn set minus ``config.rcd.tolerance``, and weight distances are
+      measured to it.
+    threshold: the criterion's threshold; required when ``original`` is None.
+
+  Returns:
+    ``{"threshold", "protocol", "checkpoint": {summary, first_hit}, "reference": ...,
+    "normalized"}``.
+
+  Raises:
+    ValueError: when neither ``original`` nor ``threshold`` is given.
+    FileNotFoundError: for a missing checkpoint.
+  """
+  if original is None and threshold is None:
+    raise ValueError("give --original (threshold from its accuracy) or --threshold.")
+  _, fs, init_fn, apply_fn = data_and_model(config)
+  like = jax.eval_shape(init_fn, jax.random.key(0))
+  load = lambda path: checkpoints.restore_params(path, like)
+  relearn_data = relearn_set(fs, config)
+  orig = load(original) if original else None
+  if threshold is None:
+    acc = _metrics.accuracy(apply_fn, orig, *relearn_data, batch_size=int(config.eval.batch_size))
+    threshold = acc - float(config.rcd.tolerance)
+  protocol = relearn_protocol(config, threshold)
+  key = rcd_key(config)
+
+  def run(path):
+    result = _rcd.relearn(load(path), apply_fn, relearn_data, protocol, key,
+                          reference_params=orig)
+    logging.info("%s: first hits %s", path, result.first_hit.tolist())
+    return result
+
+  ref = run(reference)
+  res = run(checkpoint)
+  summary = _rcd.rcd_summary(res, ref)
+  return {
+      "threshold": float(threshold),
+      "protocol": protocol.to_dict(),
+      "checkpoint": {"path": checkpoint, **summary._asdict(),
+                     "first_hit": res.first_hit.tolist()},
+      "reference": {"path": reference, **_rcd.rcd_summary(ref)._asdict(),
+                    "first_hit": ref.first_hit.tolist()},
+      "normalized": summary.normalized,
+      "devices": f"{jax.device_count()} {jax.default_backend()} device(s),"
+                 f" {jax.process_count()} process(es)",
+  }
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the whole experiment and writes its outputs into ``workdir``.
 
@@ -355,8 +382,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   """
   wall_start = time.perf_counter()
   names = method_names(config)
-  writer = jax.process_index() == 0
-  if writer:
+  if outputs.is_writer():
     os.makedirs(workdir, exist_ok=True)
   setup = prepare(config, workdir)
   fs, protocol = setup.forget_split, setup.protocol
@@ -401,12 +427,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     row["avg_gap"] = _metrics.avg_gap(row, retrain_row)
     gap_rcd = rcd_gap(row["rcd"]["steps_mean"], retrain_row["rcd"]["steps_mean"])
     row["avg_gap_rcd"] = (row["avg_gap"] * 4 + gap_rcd) / 5 if math.isfinite(gap_rcd) else math.nan
-    flags = []
-    if row["RA"] < retrain_row["RA"] - float(config.eval.collapse_margin):
-      flags.append("retain accuracy far below Retrain's")
-    if row["rcd"]["censored_frac"] > 0:
-      flags.append("censored relearning")
-    row["flags"] = flags
+    row["flags"] = pipeline.result_flags(row, retrain_row, utility="RA",
+                                         margin=config.eval.collapse_margin,
+                                         what="retain accuracy")
     logging.info("%s: %s", row["name"], {k: row[k] for k in ("UA", "RA", "TA", "MIA", "avg_gap")})
 
   results = {
@@ -421,13 +444,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "training_time_s": setup.training_time_s,
       "restored_from_checkpoint": setup.restored,
       "rcd_threshold": threshold,
-      "rcd_protocol": {"optimizer": protocol.optimizer, "learning_rates": list(protocol.lr_grid),
-                       "batch_size": protocol.batch_size, "max_steps": protocol.max_steps,
-                       "num_trajectories": protocol.num_trajectories,
-                       "criterion": protocol.criterion, "threshold": threshold,
-                       "stop_when_done": protocol.stop_when_done,
-                       "probe_every": protocol.probe_every,
-                       "formulation": config.rcd.get("formulation") or _rcd.default_formulation()},
+      "rcd_protocol": protocol.to_dict(),
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
                                "rcd", "relearn_auc", "runtime_s", "flags", "hparams")}
@@ -437,10 +454,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
   }
   results["wall_time_s"] = time.perf_counter() - wall_start
-  results = _io.json_safe(results)
-  if writer:
-    _io.write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-    _io.write_atomic(os.path.join(workdir, "results.md"), _markdown(results))
-    _plot(os.path.join(workdir, "relearning.png"), curves, threshold)
-    logging.info("wrote results.json, results.md, relearning.png to %s", workdir)
+  results = outputs.json_safe(results)
+  outputs.write_json(os.path.join(workdir, "results.json"), results)
+  outputs.write_text(os.path.join(workdir, "results.md"), _markdown(results))
+  _plot(os.path.join(workdir, "relearning.png"), curves, threshold)
+  logging.info("wrote results.json, results.md, relearning.png to %s", workdir)
   return results

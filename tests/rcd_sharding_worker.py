@@ -7,7 +7,7 @@ Used by ``test_rcd_sharding.py``; not a test module itself::
       python tests/rcd_sharding_worker.py process OUT.npz
 
 The second form starts ``jax.distributed`` exactly as the experiment binaries do
-(``experiments.distributed.maybe_initialize``).
+(``experiments.entry.maybe_initialize``).
 """
 
 import sys
@@ -84,10 +84,10 @@ def main(argv):
       out.update(_flat(f"cnn.{f}.eight", run_cnn(eight, f)))
     out.update(_flat("linear.sequential", run_linear(None, "sequential")))
   else:
-    from experiments import distributed  # pylint: disable=g-import-not-at-top
+    from experiments import entry  # pylint: disable=g-import-not-at-top
 
     path = argv[2]
-    distributed.maybe_initialize()
+    entry.maybe_initialize()
     assert jax.process_count() == 2 and jax.device_count() > jax.local_device_count()
     out.update(_flat("linear", run_linear()))
     out["devices"] = np.asarray(jax.device_count())

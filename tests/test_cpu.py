@@ -35,7 +35,7 @@ def _run(mode: str, xla_flags: str | None) -> tuple[str, str, str]:
 def test_configure_cpu_sets_the_flag_before_jax_starts_and_keeps_other_flags():
   ok, flags, _ = _run("early", "--xla_force_host_platform_device_count=2")
   assert ok == "True"
-  assert flags.split() == ["--xla_force_host_platform_device_count=2", ieu_jax.CPU_FLAG]
+  assert flags.split() == ["--xla_force_host_platform_device_count=2", _cpu.CPU_FLAG]
 
 
 def test_configure_cpu_leaves_a_users_own_choice_alone():

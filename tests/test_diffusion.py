@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ieu_jax import diffusion
+from ieu_jax.generative import diffusion
 
 T = 1000
 

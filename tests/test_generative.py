@@ -6,6 +6,7 @@ generator must produce its classes, and after IEU the forgotten class's rate
 must drop while the retained classes' rate does not.
 """
 
+import dataclasses
 import json
 import os
 
@@ -13,14 +14,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 import scipy.linalg
 
+import ieu_jax
 from experiments.configs import ddpm_fashion_mnist
-from ieu_jax import _io
 from ieu_jax import data as data_lib
-from ieu_jax import diffusion
 from ieu_jax import generative
+from ieu_jax import outputs
+from ieu_jax.generative import diffusion
 
 
 # ----------------------------------------------------------------------------
@@ -97,22 +100,56 @@ def test_saliency_mask_keeps_the_top_fraction():
   assert flat.sum() == np.sum(g >= np.quantile(g, 0.75)) and 0 < flat.sum() <= 0.5 * g.size
 
 
-def test_relearn_generator_first_hit_and_censoring():
+def _toy_rcd(problem):
+  """The relearning task of a toy "generator": its sample is E[label] plus noise."""
+  generate = generative.make_generate(
+      lambda p, key, y: p["e"][y] + 0.3 * jax.random.normal(key, (y.shape[0], 2)), chunk=8)
+  logits_fn = lambda c, x: x @ c  # classifier: (2,) features -> 3 classes
+  classifier = jnp.asarray([[1.0, -1.0, 0.0], [0.0, 0.0, 0.5]])
+  return generative.relearning_task(problem, generate, logits_fn, num_samples=12), classifier
+
+
+@pytest.mark.parametrize("formulation", ["sequential", "map_scan"])
+def test_generator_rcd_is_the_engine_with_the_documented_keys(formulation):
+  """The engine's curves equal a plain Python loop: Adam on the training loss with
+  step t of trajectory k keyed fold_in(fold_in(key, k), t + 1); the rate from the
+  task's evaluation."""
   problem = _toy_problem()
-  protocol = generative.GenRelearnProtocol(max_steps=40, eval_every=10, num_trajectories=2,
-                                           threshold=50.0, batch_size=4)
+  (objective, rate), classifier = _toy_rcd(problem)
+  noise = jax.random.key_data(jax.random.key(7))
+  protocol = ieu_jax.RelearnProtocol(optimizer="adam", learning_rates=0.05, batch_size=4,
+                                     max_steps=30, eval_every=5, num_trajectories=2,
+                                     threshold=101.0, formulation=formulation)
   data = (problem.forget.x, problem.forget.y)
-  res = generative.relearn_generator(problem.original, problem, data, protocol,
-                                     jax.random.key(0), lambda p: 0.0)
-  assert res.censored.all() and (res.first_hit == -1).all()
-  assert res.accuracy.shape == (2, 5) and list(res.steps) == [0, 10, 20, 30, 40]
-  counter = iter([0.0, 20.0, 40.0, 60.0, 80.0])
-  res = generative.relearn_generator(problem.original, problem, data, protocol,
-                                     jax.random.key(0), lambda p: next(counter))
-  # The start (0) is evaluated once; trajectory 0 then sees 20, 40, 60 and stops
-  # at its hit (step 30); trajectory 1 sees 80 at step 10.
-  assert list(res.first_hit) == [30, 10] and not res.censored.any()
-  np.testing.assert_allclose(res.accuracy, [[0, 20, 40, 60, 60], [0, 80, 80, 80, 80]])
+  key = jax.random.key(3)
+  res = ieu_jax.relearn(problem.original, None, data, protocol, key, objective=objective,
+                        evaluation=rate, eval_data=(classifier, noise))
+  assert res.censored.all() and res.stopped_at == 30  # a rate of 101% is never met
+  tx = optax.adam(0.05)
+  for k in range(2):
+    tkey = jax.random.fold_in(key, k)
+    order = ieu_jax.trajectory_batch_indices(tkey, 10, 30, 4)
+    params, state = problem.original, tx.init(problem.original)
+    want = [float(rate(params, (classifier, noise))[0])]
+    for t in range(30):
+      idx = order[t]
+      grads = jax.grad(problem.retain_loss)(params, data[0][idx], data[1][idx],
+                                            jax.random.fold_in(tkey, t + 1))
+      updates, state = tx.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+      if (t + 1) % 5 == 0:
+        want.append(float(rate(params, (classifier, noise))[0]))
+    np.testing.assert_allclose(res.accuracy[k], want, atol=1e-4)
+  # The rates move (the test would not notice a wrong key otherwise), and with a
+  # reachable threshold the first hit is the first grid point at or above it.
+  assert len(set(res.accuracy[0])) > 1
+  threshold = float(np.max(res.accuracy))
+  hit = ieu_jax.relearn(problem.original, None, data,
+                        dataclasses.replace(protocol, threshold=threshold), key,
+                        objective=objective, evaluation=rate, eval_data=(classifier, noise))
+  for k in range(2):
+    above = np.flatnonzero(res.accuracy[k] >= threshold)
+    assert hit.first_hit[k] == (protocol.eval_steps[above[0]] if above.size else -1)
 
 
 # ----------------------------------------------------------------------------
@@ -189,7 +226,7 @@ def _fake_results(config, rows):
              "flags": flags, "rcd": {"steps_mean": steps, "censored_frac": 0.0,
                                      "normalized": norm}}
             for name, f, r, fd, steps, norm, flags in rows]
-  return {"config": _io.json_safe(config.to_dict()), "forget_class": 1, "models": models}
+  return {"config": outputs.json_safe(config.to_dict()), "forget_class": 1, "models": models}
 
 
 def test_run_seeds_reuses_finished_runs_and_aggregates_them(tmp_path):

@@ -1,4 +1,4 @@
-"""experiments/relearn.py: RCD of a checkpoint against a reference, from a config."""
+"""ieu_jax.experiment.relearn_checkpoints (the experiments.relearn binary): RCD of a checkpoint against a reference, from a config."""
 
 import json
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import relearn as relearn_bin
+from ieu_jax import experiment
 from experiments.configs import fashion_mnist
 from ieu_jax import checkpoints
 from ieu_jax import models
@@ -29,8 +29,8 @@ def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
     paths[name] = str(tmp_path / name)
     checkpoints.save_params(paths[name], init_fn(jax.random.key(seed)))
   with pytest.raises(ValueError, match="--original"):
-    relearn_bin.relearn_checkpoints(config, paths["a"], paths["b"])
-  out = relearn_bin.relearn_checkpoints(config, paths["a"], paths["b"], threshold=40.0)
+    experiment.relearn_checkpoints(config, paths["a"], paths["b"])
+  out = experiment.relearn_checkpoints(config, paths["a"], paths["b"], threshold=40.0)
   ck, ref = out["checkpoint"], out["reference"]
   assert out["threshold"] == 40.0 and len(ck["first_hit"]) == 3
   assert out["protocol"]["num_trajectories"] == 3
@@ -40,7 +40,7 @@ def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
   assert hits and ref["censored_frac"] == pytest.approx(1 - len(hits) / 3)
   assert out["normalized"] == pytest.approx(ck["steps_mean"] / np.mean(hits))
   # Against itself, a checkpoint's RCD is exactly 1 (same keys, same data orders).
-  same = relearn_bin.relearn_checkpoints(config, paths["b"], paths["b"], original=paths["a"])
+  same = experiment.relearn_checkpoints(config, paths["b"], paths["b"], original=paths["a"])
   assert same["checkpoint"]["first_hit"] == same["reference"]["first_hit"]
   assert same["normalized"] == 1.0
   assert 0.0 < same["threshold"] < 100.0  # from the original's accuracy, minus tolerance
@@ -49,5 +49,5 @@ def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
 
 def test_missing_checkpoint_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    relearn_bin.relearn_checkpoints(_config(), str(tmp_path / "x"), str(tmp_path / "y"),
+    experiment.relearn_checkpoints(_config(), str(tmp_path / "x"), str(tmp_path / "y"),
                                     threshold=50.0)

@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # FT: Adam on the retain set, the training loss.
   c.method.FT = dict(epochs=2, learning_rate=2e-3, batch_size=64)
   # GA: IEU's ascent alone (SGD), on the forget class's diffusion loss.
-  c.method.GA = dict(epochs=2, learning_rate=2e-3, ascent_scale=1.0, batch_size=64, clip_norm=1.0)
+  c.method.GA = dict(epochs=2, learning_rate=2e-3, ascent_scale=1.0, batch_size=64, max_grad_norm=1.0)
   # SalUn-style: forget images conditioned on their label, target = the original's
   # output for a random retained label; retain loss; top-50% saliency mask. Adam.
   c.method.SalUn = dict(epochs=4, learning_rate=5e-3, retain_scale=2.0, mask_fraction=0.5,
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Each gradient is clipped to norm 1, so a step moves the weights by at most
   # lr * (ascent + retain) plus the noise.
   c.method.IEU = dict(epochs=2, learning_rate=5e-2, ascent_scale=1.0, retain_scale=1.0,
-                      weight_decay=1e-3, noise_std=3e-4, batch_size=64, clip_norm=1.0)
+                      weight_decay=1e-3, noise_std=3e-4, batch_size=64, max_grad_norm=1.0)
 
   # Candidates for `--mode=search`: overrides of c.method[name], the same number
   # for every method, scored by the gap to Retrain in forget and retain rate.

@@ -139,19 +139,20 @@ class MaskState(NamedTuple):
 
 
 def keep_masked(mask: Any) -> optax.GradientTransformation:
-  """Zeroes the updates of every weight where ``mask`` is False.
+  """Multiplies the updates by ``mask`` (1: kept, 0: zeroed), leaf by leaf.
 
-  Chained after an optimizer, it holds those weights fixed; chained before, it
-  masks the gradients that the optimizer sees.
+  Chained after an optimizer, it holds the masked-out weights fixed; chained
+  before, it masks the gradients that the optimizer sees. A boolean mask counts
+  as 0/1.
   """
 
   def init_fn(params):
     del params
-    return MaskState(jax.tree.map(lambda m: jnp.asarray(m, bool), mask))
+    return MaskState(mask)
 
   def update_fn(updates, state, params=None):
     del params
-    updates = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, state.mask)
+    updates = jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, state.mask)
     return updates, state
 
   return optax.GradientTransformation(init_fn, update_fn)

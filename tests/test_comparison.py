@@ -1,4 +1,4 @@
-"""The comparison protocol: budget rule, aggregation and claims on known inputs."""
+"""The comparison: budget rule, aggregation and claims on known inputs."""
 
 import math
 
@@ -6,25 +6,25 @@ import numpy as np
 import pytest
 
 from experiments.configs import fashion_mnist
-from ieu_jax import protocol
+from ieu_jax import comparison
 
 
 def test_candidates_respect_the_budget_and_the_method():
   defaults = {"learning_rate": 0.1, "epochs": 5}
   grid = {"learning_rate": [0.01, 0.1], "epochs": [2, 5]}
-  c = protocol.candidates(defaults, grid, budget=4)
+  c = comparison.candidates(defaults, grid, budget=4)
   assert len(c) == 4 and {"learning_rate": 0.01, "epochs": 2} in c
-  assert protocol.candidates(defaults, {}, budget=4) == [defaults]
+  assert comparison.candidates(defaults, {}, budget=4) == [defaults]
   with pytest.raises(ValueError, match="over the budget of 3"):
-    protocol.candidates(defaults, grid, budget=3)
+    comparison.candidates(defaults, grid, budget=3)
   with pytest.raises(ValueError, match="momentum"):
-    protocol.candidates(defaults, {"momentum": [0.9]}, budget=4)
+    comparison.candidates(defaults, {"momentum": [0.9]}, budget=4)
 
 
 def test_every_configured_grid_fits_the_budget():
   c = fashion_mnist.get_config("results")
   for name in c.search:
-    assert protocol.candidates(c.method[name].to_dict(), c.search[name].to_dict(),
+    assert comparison.candidates(c.method[name].to_dict(), c.search[name].to_dict(),
                                int(c.search_budget))
 
 
@@ -39,7 +39,7 @@ def _run(rows):
 def test_aggregate_by_hand():
   runs = [_run([("Retrain", 10, 0, 10, 50, 0.0), ("IEU", 12, 2, 8, 60, 0.0)]),
           _run([("Retrain", 14, 0, 12, 40, 0.0), ("IEU", 16, 4, None, 90, 1.0)])]
-  agg = protocol.aggregate(runs)
+  agg = comparison.aggregate(runs)
   assert agg["Retrain"]["UA"] == (12.0, 2.0)
   assert agg["IEU"]["avg_gap"] == (3.0, 1.0)
   # The censored seed has no mean: averaged over the defined one, counted in censoring.
@@ -48,12 +48,12 @@ def test_aggregate_by_hand():
   assert agg["IEU"]["n"] == 2 and agg["IEU"]["failed"] == 0
   # A method that diverged on every seed is a row that says so, and claims skip it.
   runs[0]["failed"] = runs[1]["failed"] = [{"name": "GA", "error": "NaN"}]
-  agg = protocol.aggregate(runs)
+  agg = comparison.aggregate(runs)
   assert agg["GA"] == {"n": 0, "failed": 2}
-  assert "| GA | 0 (2 diverged) |" in protocol.scenario_table(agg)
+  assert "| GA | 0 (2 diverged) |" in comparison.scenario_table(agg)
   runs[0]["methods"] = runs[1]["methods"] = [m for m in runs[0]["methods"] if m["name"] != "IEU"]
   runs[0]["failed"] = runs[1]["failed"] = [{"name": "IEU", "error": "NaN"}]
-  c = protocol.claims(protocol.aggregate(runs))
+  c = comparison.claims(comparison.aggregate(runs))
   assert c["1_lower_avg_gap"] == {"supported": None, "why": "IEU diverged on every seed"}
 
 
@@ -62,10 +62,10 @@ def test_rank_correlation_and_claims_on_constructed_aggregates():
   rows = [("Retrain", 10, 0, 40, 20, 0), ("FT", 1, 8, 0, 95, 0), ("RL", 5, 6, 5, 80, 0),
           ("SCRUB", 3, 7, 2, 90, 0), ("SalUn", 6, 5, 10, 70, 0), ("IEU", 9, 1, 30, 30, 0),
           ("Noisy", 9, 1.5, 25, 35, 0), ("GA+Noisy", 9, 2.5, 20, 40, 0)]
-  agg = protocol.aggregate([_run(rows)])
-  rho, p, n = protocol.rank_correlation(agg)
+  agg = comparison.aggregate([_run(rows)])
+  rho, p, n = comparison.rank_correlation(agg)
   assert rho == pytest.approx(-1.0) and n == 8 and p < 0.01
-  c = protocol.claims(agg)
+  c = comparison.claims(agg)
   assert c["1_lower_avg_gap"]["supported"] and c["2_higher_rcd"]["supported"]
   assert c["3_rcd_tracks_relearning"]["supported"]
   assert c["4_noisy_tradeoff"]["supported"] and c["4_noisy_tradeoff"]["avg_gap_rank"] == 2
@@ -73,19 +73,19 @@ def test_rank_correlation_and_claims_on_constructed_aggregates():
   # Make one baseline beat IEU, and GA+Noisy beat Noisy: the claims must say no.
   rows[3] = ("SCRUB", 3, 0.5, 50, 10, 0)
   rows[7] = ("GA+Noisy", 9, 0.2, 20, 40, 0)
-  c = protocol.claims(protocol.aggregate([_run(rows)]))
+  c = comparison.claims(comparison.aggregate([_run(rows)]))
   assert c["1_lower_avg_gap"]["supported"] is False
   assert c["1_lower_avg_gap"]["versus"]["SCRUB"]["ieu_better"] is False
   assert c["2_higher_rcd"]["supported"] is False
   assert c["5_ga_noisy_no_better"]["supported"] is False
-  doc = protocol.results_document({"random10": agg}, command="python -m experiments.compare")
+  doc = comparison.results_document({"random10": agg}, command="python -m experiments.compare")
   assert "| IEU | 1 |" in doc and "python -m experiments.compare" in doc
 
 
 def test_scenario_config():
-  c = protocol.scenario_config(fashion_mnist.get_config("small"), "class0", 2)
+  c = comparison.scenario_config(fashion_mnist.get_config("small"), "class0", 2)
   assert c.seed == 2 and c.forget.mode == "class" and c.forget.forget_class == 0
   with pytest.raises(ValueError, match="'random99'"):
-    protocol.scenario_config(c, "random99", 0)
-  assert math.isnan(protocol.rank_correlation({})[0])
-  assert np.isfinite(protocol.scenario_config(c, "random30", 1).forget.fraction)
+    comparison.scenario_config(c, "random99", 0)
+  assert math.isnan(comparison.rank_correlation({})[0])
+  assert np.isfinite(comparison.scenario_config(c, "random30", 1).forget.fraction)

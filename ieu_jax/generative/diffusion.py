@@ -7,7 +7,7 @@ Everything here works through one callable, whatever network is behind it::
 with ``t`` an ``int32`` vector of timesteps in ``[0, T)`` and ``labels`` an
 ``int32`` vector of class labels, where the label ``null_label`` means "no
 class" (the unconditional branch of classifier-free guidance). The small UNet
-of :mod:`ieu_jax.unet` is one such network; a pretrained Flax UNet with loaded
+of :mod:`ieu_jax.generative.unet` is one such network; a pretrained Flax UNet with loaded
 weights is another, wrapped in a three-line function.
 
 Conventions (Ho et al.'s DDPM, indices from 0):

@@ -24,14 +24,14 @@ import os
 from typing import Any, Mapping, Sequence
 
 import ml_collections
-import numpy as np
 from absl import logging
 from scipy import stats
 
-from ieu_jax import _io
 from ieu_jax import _metrics
 from ieu_jax import experiment
 from ieu_jax import methods as methods_lib
+from ieu_jax import outputs
+from ieu_jax import pipeline
 from ieu_jax import training
 
 __all__ = [
@@ -75,6 +75,9 @@ def candidates(
   return settings
 
 
+_FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
+
+
 def search(
     config: ml_collections.ConfigDict, workdir: str, methods: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -104,9 +107,7 @@ def search(
     best = min(rows, key=lambda r: r["score"])
     out["methods"][name] = {"chosen": best["hparams"], "score": best["score"],
                             "grid": grid, "candidates": rows}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "search.json"), "w") as f:
-    json.dump(_io.json_safe(out), f, indent=2)
+  outputs.write_json(os.path.join(workdir, "search.json"), out)
   return out
 
 
@@ -141,7 +142,7 @@ def sweep(
     for seed in seeds:
       run_dir = os.path.join(workdir, scenario, f"seed{seed}")
       cell = scenario_config(config, scenario, seed)
-      done = finished_run(run_dir, cell)
+      done = pipeline.finished_run(run_dir, cell)
       if done is not None:
         logging.info("sweep: %s seed %d: reusing %s/results.json", scenario, seed, run_dir)
         runs[scenario].append(done)
@@ -151,67 +152,10 @@ def sweep(
   return runs
 
 
-def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
-  path = os.path.join(run_dir, "results.json")
-  try:
-    with open(path) as f:
-      results = json.load(f)
-  except (OSError, ValueError):
-    return None
-  same = results.get("config") == _io.json_safe(config.to_dict())
-  return results if same else None
-
-
-_FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
-
-
-def aggregate(
-    runs: Sequence[Mapping[str, Any]],
-    *,
-    fields: Sequence[str] = _FIELDS,
-    rows: str = "methods",
-) -> dict[str, dict[str, Any]]:
-  """Mean and std over seeds of every metric, per method (NaN-aware, counts kept).
-
-  RCD steps are averaged over the seeds whose mean is defined; ``censored_frac`` over
-  all seeds; ``n`` says how many seeds a method has (a method that failed on a seed
-  is missing from it).
-
-  Args:
-    runs: one results dictionary per seed.
-    fields: the per-method metrics to aggregate (besides RCD's).
-    rows: the key of the per-method list in each run (``"models"`` for the
-      generative experiment).
-  """
-  table: dict[str, dict[str, list[float]]] = {}
-  failures: dict[str, int] = {}
-  for run in runs:
-    for f in run.get("failed", []):
-      failures[f["name"]] = failures.get(f["name"], 0) + 1
-    for m in run[rows]:
-      row = table.setdefault(m["name"], {"n": []})
-      row["n"].append(1.0)
-      for f in fields:
-        row.setdefault(f, []).append(_num(m.get(f)))
-      for f in ("steps_mean", "censored_frac", "normalized"):
-        row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
-  out = {}
-  for name, count in failures.items():
-    if name not in table:  # failed on every seed: a row that says so
-      out[name] = {"n": 0, "failed": count}
-  for name, row in table.items():
-    out[name] = {"n": len(row.pop("n")), "failed": failures.get(name, 0)}
-    for f, values in row.items():
-      v = np.asarray(values, np.float64)
-      ok = v[np.isfinite(v)]
-      out[name][f] = (float(ok.mean()) if ok.size else math.nan,
-                      float(ok.std()) if ok.size else math.nan)
-  return out
-
-
-def _num(x) -> float:
-  return math.nan if x is None else float(x)
+def aggregate(runs: Sequence[Mapping[str, Any]], *, fields: Sequence[str] = _FIELDS,
+              rows: str = "methods") -> dict[str, dict[str, Any]]:
+  """:func:`ieu_jax.pipeline.aggregate` with the classifier's metrics by default."""
+  return pipeline.aggregate(runs, fields=fields, rows=rows)
 
 
 def rank_correlation(agg: Mapping[str, Mapping[str, Any]]) -> tuple[float, float, int]:
@@ -235,29 +179,25 @@ _BASELINES = ("FT", "RL", "SCRUB", "SalUn")
 
 
 def _fmt(pair, digits=2):
-  mean, std = pair
-  if not math.isfinite(mean):
-    return "n/a"
-  return f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(std) else f"{mean:.{digits}f}"
+  return outputs.fmt_mean_std(*pair, digits)
 
 
 def scenario_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
   """A markdown table of one scenario's aggregated results."""
-  lines = [
-      "| method | n (failed) | UA | RA | TA | MIA | Avg. Gap | Gap+RCD | RCD steps | RCD norm. | censored | relearn AUC | time (s) |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-  ]
+  header = ["method", "n (failed)", "UA", "RA", "TA", "MIA", "Avg. Gap", "Gap+RCD", "RCD steps",
+            "RCD norm.", "censored", "relearn AUC", "time (s)"]
+  rows = []
   for name, v in agg.items():
     n = f"{v['n']}" + (f" ({v['failed']} diverged)" if v.get("failed") else "")
     if not v["n"]:
-      lines.append(f"| {name} | {n} |" + " |" * 12)
+      rows.append([name, n] + [""] * 11)
       continue
-    lines.append(
-        f"| {name} | {n} | {_fmt(v['UA'])} | {_fmt(v['RA'])} | {_fmt(v['TA'])} | {_fmt(v['MIA'])}"
-        f" | {_fmt(v['avg_gap'])} | {_fmt(v['avg_gap_rcd'])} | {_fmt(v['rcd_steps_mean'], 1)}"
-        f" | {_fmt(v['rcd_normalized'])} | {_fmt((100 * v['rcd_censored_frac'][0], 100 * v['rcd_censored_frac'][1]), 0)}%"
-        f" | {_fmt(v['relearn_auc'], 1)} | {_fmt(v['runtime_s'], 1)} |")
-  return "\n".join(lines)
+    censored = tuple(100 * c for c in v["rcd_censored_frac"])
+    rows.append([name, n, _fmt(v["UA"]), _fmt(v["RA"]), _fmt(v["TA"]), _fmt(v["MIA"]),
+                 _fmt(v["avg_gap"]), _fmt(v["avg_gap_rcd"]), _fmt(v["rcd_steps_mean"], 1),
+                 _fmt(v["rcd_normalized"]), f"{_fmt(censored, 0)}%", _fmt(v["relearn_auc"], 1),
+                 _fmt(v["runtime_s"], 1)])
+  return outputs.markdown_table(header, rows)
 
 
 def claims(agg: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -342,6 +282,54 @@ def results_document(
     parts.append("Claims on this scenario:\n")
     for key, c in claims(agg).items():
       detail = {k: v for k, v in c.items() if k != "supported"}
-      parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(_io.json_safe(detail))}`")
+      parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(outputs.json_safe(detail))}`")
     parts.append("")
   return "\n".join(parts) + "\n"
+
+
+_START, _END = "<!-- generated: start -->", "<!-- generated: end -->"
+
+
+def splice(old: str | None, generated: str) -> str:
+  """``old`` with only its generated block replaced; hand-written text stays."""
+  block = f"{_START}\n{generated}{_END}\n"
+  if old is None or _START not in old or _END not in old:
+    return block
+  return old[: old.index(_START)] + block + old[old.index(_END) + len(_END) + 1:]
+
+
+def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, *,
+                 results_doc: str | None = None, command: str = "") -> dict[str, Any]:
+  """Writes ``workdir/summary.json`` (aggregates and claims) and the results page.
+
+  Args:
+    runs: :func:`sweep`'s result, ``{scenario: [results per seed]}``.
+    workdir: the sweep's directory (each run's ``relearning.png`` of the first
+      seed is copied beside the page, into ``figures/``).
+    results_doc: the page to write (its generated block only), or None.
+    command: the command that reproduces the page.
+
+  Returns:
+    ``{"aggregate": {scenario: ...}, "claims": {scenario: ...}}``.
+  """
+  by_scenario = {s: aggregate(r) for s, r in runs.items()}
+  summary = {"aggregate": by_scenario, "claims": {s: claims(a) for s, a in by_scenario.items()}}
+  outputs.write_json(os.path.join(workdir, "summary.json"), summary)
+  if results_doc and outputs.is_writer():
+    fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures")
+    figures = {}
+    for s, cells in runs.items():
+      seed = cells[0]["config"]["seed"] if cells else None
+      src = os.path.join(workdir, s, f"seed{seed}", "relearning.png")
+      if os.path.exists(src):
+        with open(src, "rb") as f:
+          outputs.write_text(os.path.join(fig_dir, f"relearning_{s}.png"), f.read())
+        figures[s] = f"figures/relearning_{s}.png"
+    try:
+      with open(results_doc) as f:
+        old = f.read()
+    except OSError:
+      old = None
+    page = results_document(by_scenario, command=command, figures=figures)
+    outputs.write_text(results_doc, splice(old, page))
+  return summary

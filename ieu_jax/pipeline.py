@@ -1,0 +1,231 @@
+"""The skeleton both experiment pipelines stand on.
+
+The classifier pipeline (:mod:`ieu_jax.experiment`) and the generative one
+(:mod:`ieu_jax.generative.experiment`) share, from here:
+
+* :func:`cached_train`: trained models cached in ``workdir/checkpoints`` under a
+  :func:`fingerprint` of the configuration that made them (saved by process 0,
+  restored by every process);
+* :func:`method_names`: the methods a config asks for, checked against a registry;
+* :func:`attacker_subset`: the ``m`` forget examples the RCD attacker holds;
+* :func:`result_flags`: the flags a results row carries;
+* :func:`finished_run` and :func:`aggregate`: reusing finished runs and summarising
+  runs over seeds.
+
+Files are written by :mod:`ieu_jax.outputs` (atomic, process 0 only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ieu_jax import checkpoints
+from ieu_jax import outputs
+
+__all__ = [
+    "ATTACKER_STREAM",
+    "Trained",
+    "aggregate",
+    "attacker_subset",
+    "cached_train",
+    "fingerprint",
+    "finished_run",
+    "method_names",
+    "result_flags",
+]
+
+
+def _plain(value: Any) -> Any:
+  return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def fingerprint(config: ml_collections.ConfigDict, what: str, parts: Sequence[str]) -> str:
+  """12 hex digits of the config sections ``parts``, the seed and ``what``.
+
+  A cached model is reused only when everything that made it is the same: a
+  changed section trains anew instead of silently reusing a stale model.
+  """
+  blob = {p: _plain(config[p]) for p in parts}
+  blob.update(seed=config.seed, what=what)
+  return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Trained(NamedTuple):
+  """A model from :func:`cached_train`.
+
+  Attributes:
+    params: the weights.
+    seconds: training time (recorded beside the checkpoint when restored; NaN
+      when that record is missing).
+    restored: whether it came from the cache.
+  """
+
+  params: Any
+  seconds: float
+  restored: bool
+
+
+def cached_train(workdir: str, name: str, key: str, like: Any,
+                 train: Callable[[], Any]) -> Trained:
+  """Restores ``workdir/checkpoints/<name>-<key>``, or trains and saves it.
+
+  Every process trains (the same numbers from the same keys) or restores;
+  process 0 alone writes the checkpoint and its training time.
+
+  Args:
+    workdir: the run's directory.
+    name: the model's name (``original``, ``retrain``, ...).
+    key: its :func:`fingerprint`.
+    like: a pytree of the params' shapes and dtypes (``jax.eval_shape``).
+    train: trains the model when it is not cached.
+  """
+  path = os.path.join(workdir, "checkpoints", f"{name}-{key}")
+  if checkpoints.exists(path):
+    logging.info("phase %s: restoring %s", name, path)
+    try:
+      with open(path + ".json") as f:
+        seconds = float(json.load(f)["training_time_s"])
+    except (OSError, ValueError, KeyError):
+      seconds = math.nan
+    return Trained(checkpoints.restore_params(path, like), seconds, True)
+  logging.info("phase %s: training", name)
+  start = time.perf_counter()
+  params = jax.block_until_ready(train())
+  seconds = time.perf_counter() - start
+  if outputs.is_writer():
+    checkpoints.save_params(path, params)
+  outputs.write_json(path + ".json", {"training_time_s": seconds})
+  return Trained(params, seconds, False)
+
+
+def method_names(config: ml_collections.ConfigDict, known: Iterable[str], *,
+                 always: Sequence[str] = ()) -> list[str]:
+  """The methods of the comma-separated ``config.methods``, checked.
+
+  Args:
+    config: has ``methods`` and per-method hyperparameters ``method[name]``.
+    known: the names a registry knows.
+    always: names that need no hyperparameters and always run (first, in this
+      order, whether listed or not).
+
+  Raises:
+    ValueError: for an unknown method (naming the known ones), one without
+      hyperparameters in ``config.method``, a method named twice, or none.
+  """
+  known = sorted(set(known) | set(always))
+  names = [n.strip() for n in str(config.methods).split(",") if n.strip()]
+  if not names and not always:
+    raise ValueError(f"config.methods={config.methods!r} names no method.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.methods={config.methods!r} names a method twice.")
+  for n in names:
+    if n not in known:
+      raise ValueError(f"unknown method {n!r}: known methods are {known}.")
+    if n not in always and n not in config.method:
+      raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
+  return list(always) + [n for n in names if n not in always]
+
+
+# The attacker's subset is drawn from its own stream of the seed.
+ATTACKER_STREAM = 17
+
+
+def attacker_subset(num_forget: int, size: int, seed: int) -> np.ndarray:
+  """Sorted indices of the ``min(size, num_forget)`` forget examples the attacker holds.
+
+  Drawn without replacement from ``numpy.random.default_rng([seed,
+  ATTACKER_STREAM])``, so every model compared under one seed meets the same
+  attacker.
+  """
+  m = min(int(size), int(num_forget))
+  rng = np.random.default_rng([int(seed), ATTACKER_STREAM])
+  return np.sort(rng.choice(int(num_forget), m, replace=False))
+
+
+def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utility: str,
+                 margin: float, what: str) -> list[str]:
+  """The warnings a results row carries.
+
+  Args:
+    row: has ``row[utility]`` and ``row["rcd"]["censored_frac"]``.
+    reference: Retrain's row.
+    utility: the key of the utility that must not collapse (``RA``, ``retain_rate``).
+    margin: how far below the reference's utility is a collapse.
+    what: the utility's name in the flag.
+  """
+  flags = []
+  if row[utility] < reference[utility] - float(margin):
+    flags.append(f"{what} far below Retrain's")
+  if row["rcd"]["censored_frac"] > 0:
+    flags.append("censored relearning")
+  return flags
+
+
+def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
+  path = os.path.join(run_dir, "results.json")
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError):
+    return None
+  same = results.get("config") == outputs.json_safe(config.to_dict())
+  return results if same else None
+
+
+def _num(x) -> float:
+  return math.nan if x is None else float(x)
+
+
+def aggregate(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    fields: Sequence[str],
+    rows: str = "methods",
+) -> dict[str, dict[str, Any]]:
+  """Mean and std over seeds of every metric, per method (NaN-aware, counts kept).
+
+  RCD steps are averaged over the seeds whose mean is defined; ``censored_frac`` over
+  all seeds; ``n`` says how many seeds a method has (a method that failed on a seed
+  is missing from it).
+
+  Args:
+    runs: one results dictionary per seed.
+    fields: the per-method metrics to aggregate (besides RCD's).
+    rows: the key of the per-method list in each run (``"models"`` for the
+      generative experiment).
+  """
+  table: dict[str, dict[str, list[float]]] = {}
+  failures: dict[str, int] = {}
+  for run in runs:
+    for f in run.get("failed", []):
+      failures[f["name"]] = failures.get(f["name"], 0) + 1
+    for m in run[rows]:
+      row = table.setdefault(m["name"], {"n": []})
+      row["n"].append(1.0)
+      for f in fields:
+        row.setdefault(f, []).append(_num(m.get(f)))
+      for f in ("steps_mean", "censored_frac", "normalized"):
+        row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
+  out = {}
+  for name, count in failures.items():
+    if name not in table:  # failed on every seed: a row that says so
+      out[name] = {"n": 0, "failed": count}
+  for name, row in table.items():
+    out[name] = {"n": len(row.pop("n")), "failed": failures.get(name, 0)}
+    for f, values in row.items():
+      v = np.asarray(values, np.float64)
+      ok = v[np.isfinite(v)]
+      out[name][f] = (float(ok.mean()) if ok.size else math.nan,
+                      float(ok.std()) if ok.size else math.nan)
+  return out
