@@ -16,19 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def linear_problem(seed=0, n=40, d=6, c=3):
-  """A small softmax regression whose relearning hits at varied steps."""
-  rng = np.random.default_rng(seed)
-  centres = rng.normal(scale=1.5, size=(c, d))
-  y = rng.integers(0, c, n)
-  x = centres[y] + rng.normal(size=(n, d))
-  w0 = rng.normal(scale=0.5, size=(d, c))
-  return jnp.asarray(w0, jnp.float32), (jnp.asarray(x, jnp.float32), jnp.asarray(y))
+import builders  # tests/, this script's folder, is on sys.path
+from builders import linear_apply
 
 
-def linear_apply(w, x):
-  return x @ w
+def linear_problem():
+  """The softmax regression the runs relearn: float32 ``(w0, (x, y))``, 40 examples."""
+  return builders.as_relearn_inputs(*builders.softmax_regression(n=40))
 
 
 def run_linear(mesh=None, formulation="map_scan", optimizer="adam", probe_every=1):

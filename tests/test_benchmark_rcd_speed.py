@@ -4,7 +4,11 @@ import contextlib
 import io
 import re
 
+import pytest
+
 from benchmarks import rcd_speed
+
+pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_prints_the_ratio_line():

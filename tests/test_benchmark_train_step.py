@@ -12,6 +12,7 @@ from benchmarks import train_step
 from ieu_jax import models
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_the_ratio_line():
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -22,7 +23,7 @@ def test_quick_benchmark_prints_the_ratio_line():
   assert set(rows) == {"cnn16x32", "mlp"} and all(v[0] > 0 for v in rows.values())
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["cnn", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_torch_twins_compute_the_library_models(name):
   pytest.importorskip("torch")
   from benchmarks import _torch_models  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ieu_jax import models
+import builders
 from ieu_jax._conv import Conv, conv
 
 
@@ -57,15 +57,7 @@ def test_conv_module_is_flax_conv_with_the_same_parameters():
 
 
 def test_small_cnn_initialises_as_with_flax_layers():
-  init_fn, _ = models.build_model("cnn", 10, (28, 28, 1), features=(16, 32), hidden=128)
-
-  class FlaxCNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-      for f in (16, 32):
-        x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3))(x)), (2, 2), (2, 2))
-      x = nn.relu(nn.Dense(128)(x.reshape(x.shape[0], -1)))
-      return nn.Dense(10)(x)
-
-  want = FlaxCNN().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  init_fn, _ = builders.small_cnn()
+  flax_cnn = builders.FlaxLayersCNN(conv=nn.Conv)
+  want = flax_cnn.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   jax.tree.map(np.testing.assert_array_equal, init_fn(jax.random.key(0)), want)

@@ -24,6 +24,7 @@ def run(tmp_path_factory):
   return config, workdir, results
 
 
+@pytest.mark.slow
 def test_outputs_and_schema(run):
   _, workdir, results = run
   for name in ("results.json", "results.md", "relearning.png"):
@@ -49,6 +50,7 @@ def test_outputs_and_schema(run):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_retrain_is_the_reference_and_the_original_memorised(run):
   _, _, results = run
   retrain = results["methods"][0]
@@ -60,6 +62,7 @@ def test_retrain_is_the_reference_and_the_original_memorised(run):
   assert results["memorization_gap"] >= 5.0
 
 
+@pytest.mark.slow
 def test_ieu_and_ga_lower_forget_accuracy(run):
   _, _, results = run
   original_forget_acc = 100.0 - results["original"]["UA"]
@@ -69,6 +72,7 @@ def test_ieu_and_ga_lower_forget_accuracy(run):
     assert forget_acc < original_forget_acc - 2.0, (name, forget_acc, original_forget_acc)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_checkpoints(run, tmp_path):
   config, workdir, results = run
   config = fashion_mnist.get_config("small")

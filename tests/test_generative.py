@@ -171,6 +171,7 @@ def tiny_run(tmp_path_factory):
   return generative.run_generative(_tiny_config(), workdir), workdir
 
 
+@pytest.mark.slow
 def test_tiny_run_forgets_the_class_and_keeps_the_others(tiny_run):
   results, _ = tiny_run
   rows = {m["name"]: m for m in results["models"]}
@@ -182,6 +183,7 @@ def test_tiny_run_forgets_the_class_and_keeps_the_others(tiny_run):
   assert retrain["rcd"]["normalized"] == 1.0
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_its_outputs(tiny_run):
   results, workdir = tiny_run
   for name in ("results.json", "results.md", "samples.png"):
@@ -191,6 +193,7 @@ def test_tiny_run_writes_its_outputs(tiny_run):
   assert "| IEU |" in open(os.path.join(workdir, "results.md")).read()
 
 
+@pytest.mark.slow
 def test_search_chooses_the_candidate_closest_to_retrain(tiny_run):
   _, workdir = tiny_run  # its trained models are restored, not retrained
   config = _tiny_config()

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import builders
 from ieu_jax import models
 from ieu_jax import training
 
@@ -27,7 +28,7 @@ def test_resnet18_cifar_form_has_the_reference_parameter_count():
 
 
 def test_small_cnn_parameter_count_by_hand():
-  init_fn, apply_fn = models.build_model("cnn", 10, (28, 28, 1), features=(16, 32), hidden=128)
+  init_fn, apply_fn = builders.small_cnn()
   params = init_fn(jax.random.key(0))
   want = (3 * 3 * 1 * 16 + 16) + (3 * 3 * 16 * 32 + 32) + (7 * 7 * 32 * 128 + 128) + (128 * 10 + 10)
   assert _count(params) == want

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ieu_jax import models
+import builders
 from ieu_jax._conv import Conv
 from ieu_jax._pooling import max_pool
 
@@ -51,28 +51,16 @@ def test_window_pool_refuses_windows_that_do_not_tile():
   np.testing.assert_array_equal(max_pool(x, (2, 2)), nn.max_pool(x, (2, 2), (2, 2)))
 
 
-class _FlaxPoolCNN(nn.Module):
-  """SmallCNN with flax's max_pool (same layers otherwise, same parameter tree)."""
-
-  features: tuple = (16, 32)
-
-  @nn.compact
-  def __call__(self, x):
-    for f in self.features:
-      x = nn.max_pool(nn.relu(Conv(f, (3, 3))(x)), (2, 2), (2, 2))
-    x = nn.relu(nn.Dense(128)(x.reshape(x.shape[0], -1)))
-    return nn.Dense(10)(x)
-
-
 def test_small_cnn_equals_the_flax_pool_model_and_takes_the_fast_path():
-  init_fn, apply_fn = models.build_model("cnn", 10, (28, 28, 1), features=(16, 32), hidden=128)
+  init_fn, apply_fn = builders.small_cnn()
   params = init_fn(jax.random.key(0))
   # Positive biases: on a black background a convolution then outputs its bias over
   # whole windows, ties that survive the ReLU (zero biases would hide them).
   for layer, k in (("Conv_0", 3), ("Conv_1", 4)):
     b = params[layer]["bias"]
     params[layer]["bias"] = 0.1 + jax.random.uniform(jax.random.key(k), b.shape)
-  ref = lambda p, x: _FlaxPoolCNN().apply({"params": p}, x)
+  # The same layers with flax's max_pool.
+  ref = lambda p, x: builders.FlaxLayersCNN(conv=Conv).apply({"params": p}, x)
   # Images with black backgrounds, like Fashion-MNIST: whole windows tie.
   x = jnp.maximum(_images_with_ties(jax.random.key(2), (16, 28, 28, 1)) - 0.5, 0.0)
   y = jnp.arange(16) % 10

@@ -8,20 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import builders
 import ieu_jax
-
-
-def _problem(seed=0, n=48, d=6, c=3):
-  rng = np.random.default_rng(seed)
-  centres = rng.normal(scale=1.5, size=(c, d))
-  y = rng.integers(0, c, n)
-  x = centres[y] + rng.normal(size=(n, d))
-  w0 = rng.normal(scale=0.5, size=(d, c))
-  return x, y, w0
-
-
-def _apply(w, x):
-  return x @ w
+from builders import linear_apply
 
 
 def _softmax_ce64(w, x, y):
@@ -55,18 +44,15 @@ def _numpy_trajectories(w0, x, y, indices, lr, steps, momentum=0.0):
 
 @pytest.mark.parametrize("criterion,threshold", [("loss", 0.35), ("accuracy", 90.0)])
 def test_first_hit_matches_float64_recomputation(criterion, threshold):
-  x, y, w0 = _problem()
+  x, y, w0 = builders.softmax_regression()
   protocol = ieu_jax.RelearnProtocol(
       learning_rates=0.3, momentum=0.5, batch_size=8, max_steps=60,
       criterion=criterion, threshold=threshold, num_trajectories=4,
   )
   key = jax.random.key(3)
-  result = ieu_jax.relearn(
-      jnp.asarray(w0, jnp.float32), _apply,
-      (jnp.asarray(x, jnp.float32), jnp.asarray(y)), protocol, key,
-      reference_params=jnp.zeros_like(jnp.asarray(w0, jnp.float32)),
-      formulation="sequential",
-  )
+  w, data = builders.as_relearn_inputs(x, y, w0)
+  result = ieu_jax.relearn(w, linear_apply, data, protocol, key,
+                           reference_params=jnp.zeros_like(w), formulation="sequential")
   # The data orders are successive permutations of the relearn set.
   orders = np.stack([
       np.asarray(ieu_jax.trajectory_batch_indices(jax.random.fold_in(key, k), len(y), 60, 8))
@@ -97,15 +83,13 @@ def test_first_hit_matches_float64_recomputation(criterion, threshold):
 
 
 def test_censored_trajectories_are_reported_not_averaged():
-  x, y, w0 = _problem(1)
+  w, data = builders.as_relearn_inputs(*builders.softmax_regression(1))
   protocol = ieu_jax.RelearnProtocol(
       learning_rates=(0.001, 0.5), batch_size=8, max_steps=20, criterion="loss",
       threshold=0.45, num_trajectories=3,
   )
-  result = ieu_jax.relearn(
-      jnp.asarray(w0, jnp.float32), _apply, (jnp.asarray(x, jnp.float32), jnp.asarray(y)),
-      protocol, jax.random.key(0), formulation="sequential",
-  )
+  result = ieu_jax.relearn(w, linear_apply, data, protocol, jax.random.key(0),
+                           formulation="sequential")
   np.testing.assert_array_equal(result.learning_rate, [0.001] * 3 + [0.5] * 3)
   assert result.censored[:3].all() and not result.censored[3:].any()
   np.testing.assert_array_equal(result.first_hit[:3], -1)
@@ -134,13 +118,12 @@ def test_normalisation_by_a_reference():
 
 
 def test_formulations_agree():
-  x, y, w0 = _problem(2)
+  w, data = builders.as_relearn_inputs(*builders.softmax_regression(2))
   protocol = ieu_jax.RelearnProtocol(
       optimizer="adam", learning_rates=(0.05, 0.1), batch_size=8, max_steps=12,
       criterion="loss", threshold=0.5, num_trajectories=2, eval_every=3,
   )
-  args = (jnp.asarray(w0, jnp.float32), _apply,
-          (jnp.asarray(x, jnp.float32), jnp.asarray(y)), protocol, jax.random.key(1))
+  args = (w, linear_apply, data, protocol, jax.random.key(1))
   results = [ieu_jax.relearn(*args, formulation=f) for f in ieu_jax.FORMULATIONS]
   np.testing.assert_array_equal(results[0].steps, [0, 3, 6, 9, 12])
   for r in results[1:]:
@@ -151,12 +134,11 @@ def test_formulations_agree():
 
 @pytest.mark.parametrize("formulation", ieu_jax.FORMULATIONS)
 def test_stopping_when_done_changes_nothing_up_to_the_stop(formulation):
-  x, y, w0 = _problem(4)
+  w, data = builders.as_relearn_inputs(*builders.softmax_regression(4))
   protocol = ieu_jax.RelearnProtocol(
       learning_rates=(0.1, 0.3), momentum=0.5, batch_size=8, max_steps=40,
       criterion="loss", threshold=0.4, num_trajectories=3, stop_when_done=False)
-  args = (jnp.asarray(w0, jnp.float32), _apply,
-          (jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+  args = (w, linear_apply, data)
   full = ieu_jax.relearn(*args, protocol, jax.random.key(5), formulation=formulation)
   assert full.stopped_at == 40 and not np.isnan(full.loss).any()
   assert not full.censored.any() and 0 < full.first_hit.max() < 30
@@ -260,11 +242,11 @@ def test_probing_replays_the_windows_of_first_hits_at_full_resolution():
 
 @pytest.mark.parametrize("formulation", ["map_scan", "sequential"])
 def test_probing_finds_the_per_step_first_hits_of_a_real_model(formulation):
-  x, y, w0 = _problem(4)
+  w, data = builders.as_relearn_inputs(*builders.softmax_regression(4))
   per_step = ieu_jax.RelearnProtocol(
       learning_rates=(0.02, 0.3), momentum=0.5, batch_size=8, max_steps=40,
       criterion="loss", threshold=0.4, num_trajectories=3)
-  args = (jnp.asarray(w0, jnp.float32), _apply, (jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+  args = (w, linear_apply, data)
   want = ieu_jax.relearn(*args, per_step, jax.random.key(5), formulation=formulation)
   assert len(set(want.first_hit.tolist())) > 2  # hits in several windows
   assert want.first_hit.max() - want.first_hit.min() > 8  # and windows without one
@@ -278,13 +260,12 @@ def test_probing_finds_the_per_step_first_hits_of_a_real_model(formulation):
 
 
 def test_bad_input_is_named():
-  x, y, w0 = _problem()
-  w = jnp.asarray(w0, jnp.float32)
+  w, data = builders.as_relearn_inputs(*builders.softmax_regression())
   with pytest.raises(ValueError, match="relearn_data is empty"):
-    ieu_jax.relearn(w, _apply, (jnp.zeros((0, 6)), jnp.zeros((0,), int)),
+    ieu_jax.relearn(w, linear_apply, (jnp.zeros((0, 6)), jnp.zeros((0,), int)),
                     ieu_jax.RelearnProtocol(), jax.random.key(0))
   with pytest.raises(ValueError, match="formulation='pmap'"):
-    ieu_jax.relearn(w, _apply, (jnp.asarray(x), jnp.asarray(y)),
+    ieu_jax.relearn(w, linear_apply, data,
                     ieu_jax.RelearnProtocol(), jax.random.key(0), formulation="pmap")
   with pytest.raises(ValueError, match="optimizer='rmsprop'"):
     ieu_jax.RelearnProtocol(optimizer="rmsprop")
@@ -296,7 +277,7 @@ def test_bad_input_is_named():
 
 @pytest.mark.parametrize("formulation", ["map_scan", "vmap_scan", "sequential"])
 def test_repeated_calls_do_not_retrace(formulation):
-  x, y, w0 = _problem(3)
+  w0, data = builders.as_relearn_inputs(*builders.softmax_regression(3))
   traces = []
 
   def apply(w, inputs):
@@ -305,13 +286,12 @@ def test_repeated_calls_do_not_retrace(formulation):
 
   protocol = ieu_jax.RelearnProtocol(learning_rates=(0.1, 0.2), batch_size=8, max_steps=4,
                                      num_trajectories=2, criterion="loss", threshold=0.1)
-  data = (jnp.asarray(x, jnp.float32), jnp.asarray(y))
-  first = ieu_jax.relearn(jnp.asarray(w0, jnp.float32), apply, data, protocol,
-                          jax.random.key(0), formulation=formulation)
+  first = ieu_jax.relearn(w0, apply, data, protocol, jax.random.key(0),
+                          formulation=formulation)
   n = len(traces)
   assert n > 0
   # Other weights, other keys, other learning rates: the same compiled programs.
-  second = ieu_jax.relearn(jnp.asarray(w0 * 2, jnp.float32), apply, data,
+  second = ieu_jax.relearn(w0 * 2, apply, data,
                            dataclasses.replace(protocol, learning_rates=(0.3, 0.4)),
                            jax.random.key(1), formulation=formulation)
   assert len(traces) == n, f"{formulation} retraced: {traces[n:]}"

@@ -43,6 +43,7 @@ def _result(npz, prefix: str) -> dict:
   return {k[len(prefix) + 1:]: npz[k] for k in npz.files if k.startswith(prefix + ".")}
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one_device(tmp_path):
   out = tmp_path / "devices.npz"
   proc = subprocess.run([sys.executable, str(WORKER), "devices", str(out)], env=_env(8),
@@ -68,6 +69,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
   """Started as the binaries start (``maybe_initialize`` from the environment)."""
   out = tmp_path / "processes.npz"

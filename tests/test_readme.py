@@ -5,6 +5,8 @@ import io
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -17,6 +19,7 @@ def _example() -> str:
   return block.group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_and_forgets():
   out = io.StringIO()
   namespace = {}

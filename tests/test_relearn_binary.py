@@ -21,6 +21,7 @@ def _config():
   return c
 
 
+@pytest.mark.slow
 def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
   config = _config()
   init_fn, _ = models.build_model("cnn", 10, (8, 8, 1), features=(4, 8), hidden=16)

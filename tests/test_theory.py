@@ -385,6 +385,7 @@ def test_spec_real_valued_upper_bound_needs_ceiling():
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_theory_check_quick(tmp_path):
   result = check.run_theory_check(str(tmp_path), quick=True)
   assert result["all_respected"], check.format_summary(result)
