@@ -133,18 +133,8 @@ def relearn_set(fs, config):
 
 
 def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
-  r = config.rcd
-  lrs = r.learning_rates
-  lrs = tuple(lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
-  return _rcd.RelearnProtocol(
-      optimizer=r.optimizer, learning_rates=lrs, momentum=float(r.momentum),
-      batch_size=int(r.batch_size), max_steps=int(r.max_steps),
-      criterion=r.criterion, threshold=float(threshold),
-      num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
-      stop_when_done=bool(r.get("stop_when_done", True)),
-      probe_every=int(r.get("probe_every", 1)),
-      formulation=r.get("formulation") or _rcd.default_formulation(),
-  )
+  """:func:`ieu_jax.pipeline.relearn_protocol` of ``config.rcd``."""
+  return pipeline.relearn_protocol(config.rcd, threshold)
 
 
 def _markdown(results) -> str:

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ieu_jax import _rcd
 from ieu_jax import checkpoints
 from ieu_jax import outputs
 
@@ -41,6 +42,7 @@ __all__ = [
     "fingerprint",
     "finished_run",
     "method_names",
+    "relearn_protocol",
     "result_flags",
 ]
 
@@ -134,6 +136,28 @@ def method_names(config: ml_collections.ConfigDict, known: Iterable[str], *,
     if n not in always and n not in config.method:
       raise ValueError(f"method {n!r} has no hyperparameters in config.method.")
   return list(always) + [n for n in names if n not in always]
+
+
+def relearn_protocol(rcd: ml_collections.ConfigDict, threshold: float) -> _rcd.RelearnProtocol:
+  """The attacker of a config section ``rcd`` (the ``rcd`` of both pipelines' configs).
+
+  Reads ``optimizer``, ``learning_rates`` (one or a list), ``momentum``,
+  ``batch_size``, ``max_steps``, ``criterion``, ``num_trajectories``,
+  ``eval_every``, and optionally ``stop_when_done`` (True), ``probe_every`` (1) and
+  ``formulation`` (by backend: :func:`ieu_jax.default_formulation`, recorded as
+  chosen).
+  """
+  lrs = rcd.learning_rates
+  lrs = tuple(float(x) for x in lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
+  return _rcd.RelearnProtocol(
+      optimizer=rcd.optimizer, learning_rates=lrs, momentum=float(rcd.momentum),
+      batch_size=int(rcd.batch_size), max_steps=int(rcd.max_steps),
+      criterion=rcd.criterion, threshold=float(threshold),
+      num_trajectories=int(rcd.num_trajectories), eval_every=int(rcd.eval_every),
+      stop_when_done=bool(rcd.get("stop_when_done", True)),
+      probe_every=int(rcd.get("probe_every", 1)),
+      formulation=rcd.get("formulation") or _rcd.default_formulation(),
+  )
 
 
 # The attacker's subset is drawn from its own stream of the seed.

@@ -92,7 +92,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Generator RCD: relearning the forget class from m of its images.
   c.rcd = ml_collections.ConfigDict()
   c.rcd.optimizer = "adam"
-  c.rcd.learning_rate = 1e-3
+  c.rcd.learning_rates = 1e-3
+  c.rcd.momentum = 0.9  # with optimizer='sgd'
+  c.rcd.criterion = "accuracy"  # the forget-class rate, percent
+  c.rcd.formulation = config_dict.placeholder(str)  # default: chosen by backend
   c.rcd.batch_size = 32
   c.rcd.max_steps = 200
   c.rcd.eval_every = 10  # sampling is the cost: the criterion is tested every 10 steps

@@ -272,12 +272,7 @@ def _relearning(config, setup: GenSetup):
   noise = jax.random.key_data(jax.random.fold_in(setup.sample_key, 1))
   eval_data = (setup.classifier, noise)
   threshold = float(r.threshold_fraction) * float(jax.jit(rate)(setup.original, eval_data)[0])
-  protocol = _rcd.RelearnProtocol(
-      optimizer=r.optimizer, learning_rates=float(r.learning_rate),
-      momentum=0.9 if r.optimizer == "sgd" else 0.0, batch_size=int(r.batch_size),
-      max_steps=int(r.max_steps), criterion="accuracy", threshold=threshold,
-      num_trajectories=int(r.num_trajectories), eval_every=int(r.eval_every),
-      formulation=r.get("formulation") or _rcd.default_formulation())
+  protocol = pipeline.relearn_protocol(r, threshold)
   key = jax.random.fold_in(setup.root, _KEY_RCD)
 
   def relearn(params):
