@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rcd.probe_every = 1
 
   # Hyperparameter search (experiments.search): every method gets the same budget of
-  # candidate settings, scored on the validation split (see ieu_jax/protocol.py).
+  # candidate settings, scored on the validation split (see ieu_jax/comparison.py).
   c.search_budget = 4
   c.search = ml_collections.ConfigDict()
   c.search.FT = dict(learning_rate=[0.01, 0.03], epochs=[2, 5])
