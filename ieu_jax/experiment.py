@@ -1,4 +1,8 @@
-"""The unlearning experiment, end to end: what ``experiments.unlearn`` runs.
+"""The classifier unlearning experiment, end to end: what ``experiments.unlearn`` runs.
+
+It stands on the skeleton of :mod:`ieu_jax.pipeline` (cached models, method names,
+the attacker's subset, flags) and writes through :mod:`ieu_jax.outputs`, as the
+generative pipeline (:mod:`ieu_jax.generative.experiment`) does.
 
 Phases (each logged, long ones with an ETA):
 
@@ -10,8 +14,8 @@ Phases (each logged, long ones with an ETA):
 5. evaluation: UA, RA, TA, MIA, Avg. Gap against Retrain, RCD (``K`` relearning
    trajectories, normalised by Retrain's), wall time;
 6. outputs: ``results.json``, ``results.md`` and ``relearning.png`` in the workdir,
-   each written to a temporary file and renamed, so an interrupted run never
-   leaves a truncated result behind.
+   each written to a temporary file and renamed by process 0, so an interrupted
+   run never leaves a truncated result behind.
 
 Checkpoints are keyed by a fingerprint of the configuration that produced them
 (data, forget set, model, training recipe, seed): a rerun with the same

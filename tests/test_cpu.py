@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-import ieu_jax
 from ieu_jax import _cpu
 
 _SCRIPT = """
