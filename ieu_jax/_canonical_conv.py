@@ -11,9 +11,14 @@ Python (see ``docs/performance.md``).
 :func:`canonicalize_convs` rewrites a function so that every plain convolution in
 it (stride 1, no dilation, no feature or batch groups, two spatial dimensions) is a
 ``custom_vjp`` whose forward and both backward convolutions are written in the
-canonical layout with explicit transposes. Values and gradients are the same
-(bit for bit in our tests); only the layout XLA sees changes. Other convolutions
-are left untouched. The rewrite supports first-order differentiation and ``vmap``.
+canonical layout with explicit transposes. Values and input gradients were bit
+for bit the same in our tests, kernel gradients the same to float32 rounding
+(``tests/test_canonical_conv.py``); only the layout XLA sees changes. Other
+convolutions are left untouched, and so are plain ones inside control flow or
+other transformations (``lax.scan``, ``lax.cond``, ``jax.checkpoint``,
+custom-derivative bodies): only nested ``jit`` calls are looked into. Values stay
+right there; only the speed-up is lost. The rewrite supports first-order
+differentiation and ``vmap``.
 """
 
 from __future__ import annotations
