@@ -12,10 +12,15 @@ A binary is its flags and a ``main()`` over library functions::
     entry.run(main)
 
 :func:`run` refuses stray arguments, sets JAX up (:func:`maybe_initialize`), logs
-the config and returns ``main()``'s exit status.
+the config (at debug level: results files record it) and returns ``main()``'s exit
+status. A bad input (a value the library
+refuses, a missing file, an unwritable directory) ends the binary with one line,
+``error: <what is wrong>``, and exit status 1; ``--traceback`` shows the whole
+traceback instead.
 """
 
 import os
+import sys
 from typing import Callable
 
 import jax
@@ -37,6 +42,14 @@ def workdir_flag(help_text: str = "Output directory."):
   return flags.DEFINE_string("workdir", None, help_text, required=True)
 
 
+_TRACEBACK = flags.DEFINE_bool("traceback", False,
+                               "On a bad input, show the traceback, not one line.")
+
+# What a user's input can raise: a refused value, a missing or unwritable file, a
+# NaN while training. Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+
+
 def run(main: Callable[[], int | None]) -> None:
   """``app.run`` of a binary's ``main()`` after :func:`maybe_initialize`.
 
@@ -47,10 +60,16 @@ def run(main: Callable[[], int | None]) -> None:
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    maybe_initialize()
-    if has_config:
-      logging.info("config:\n%s", flags.FLAGS["config"].value)
-    return main()
+    try:
+      maybe_initialize()
+      if has_config:  # results.json records it too; --verbosity=1 shows it here
+        logging.debug("config:\n%s", flags.FLAGS["config"].value)
+      return main()
+    except _USER_ERRORS as e:
+      if _TRACEBACK.value:
+        raise
+      print(f"error: {e}", file=sys.stderr)
+      return 1
 
   if has_config:
     flags.mark_flags_as_required(["config"])

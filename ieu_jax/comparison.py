@@ -88,16 +88,21 @@ def search(
   """
   methods = list(methods or [n for n in experiment.method_names(config) if n != "Retrain"])
   budget = int(config.search_budget)
+  grids = {}
+  for name in methods:  # every candidate is checked before any work
+    defaults = methods_lib.hparams(name, config.method[name]).to_dict()  # every field
+    grid = config.search[name].to_dict() if name in config.search else {}
+    grids[name] = (grid, [methods_lib.hparams(name, hp).to_dict()
+                          for hp in candidates(defaults, grid, budget)])
   setup = experiment.prepare(config, workdir)
   reference = setup.evaluate(setup.retrained, holdout="val")
   out = {"reference": reference, "budget": budget, "seed": int(config.seed), "methods": {}}
-  for m_index, name in enumerate(methods):
-    defaults = methods_lib.hparams(name, config.method[name]).to_dict()  # every field
-    grid = config.search[name].to_dict() if name in config.search else {}
+  for name in methods:
+    grid, settings = grids[name]
     rows = []
-    for c_index, hp in enumerate(candidates(defaults, grid, budget)):
+    for c_index, hp in enumerate(settings):
       try:
-        params, _ = setup.unlearn(name, hp, index=100 * (m_index + 1) + c_index)
+        params, _ = setup.unlearn(name, hp, index=1 + c_index)
         row = setup.evaluate(params, holdout="val")
         score = _metrics.avg_gap(row, reference, keys=_SEARCH_KEYS)
       except training.NonFiniteError as e:

@@ -26,10 +26,11 @@ reusing a stale model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Literal, Mapping
 
 import jax
 import ml_collections
@@ -45,10 +46,12 @@ from ieu_jax import models
 from ieu_jax import outputs
 from ieu_jax import pipeline
 from ieu_jax import training
+from ieu_jax.hparams import HParams
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = [
     "Setup",
+    "validate_config",
     "data_and_model",
     "method_names",
     "prepare",
@@ -63,6 +66,106 @@ __all__ = [
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
 _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataHParams(HParams):
+  """``config.data``: which data, and how much of it."""
+
+  name: str
+  data_dir: str | None = None
+  val_size: float = 0.1
+  max_train: int | None = None
+  max_test: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForgetHParams(HParams):
+  """``config.forget``: the forget set (see :func:`ieu_jax.data.select_forget`)."""
+
+  mode: Literal["random", "class", "mislabel"] = "random"
+  fraction: float = 0.1
+  forget_class: int | None = None
+
+  def validate(self) -> None:
+    if self.mode == "class" and self.forget_class is None:
+      raise ValueError("ForgetHParams: mode='class' needs forget_class.")
+    if self.forget_class is not None and self.forget_class < 0:
+      raise ValueError(f"ForgetHParams: forget_class={self.forget_class} must be >= 0.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainHParams(HParams):
+  """``config.train``: the original model's recipe (Retrain uses it on the retain set)."""
+
+  optimizer: Literal["adam", "sgd"] = "adam"
+  learning_rate: float
+  schedule: Literal["constant", "cosine"] = "constant"
+  weight_decay: float = 0.0
+  epochs: int
+  batch_size: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalHParams(HParams):
+  """``config.eval``: evaluation batches, the MIA's sample and the collapse flag."""
+
+  batch_size: int = 1000
+  mia_max_per_class: int = 5000
+  collapse_margin: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RCDHParams(pipeline.RCDHParams):
+  """``config.rcd``: the attacker, and ``tolerance``: the threshold is the original's
+  accuracy on the attacker's examples minus ``tolerance`` points."""
+
+  tolerance: float = 1.0
+
+
+_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": TrainHParams,
+             "eval": EvalHParams, "rcd": RCDHParams}
+
+
+def _check_model(model: ml_collections.ConfigDict) -> None:
+  name = model.get("name")
+  if name not in models.MODELS:
+    raise ValueError(f"config.model: name={name!r} is unknown; choose one of"
+                     f" {sorted(models.MODELS)}.")
+  module = models.MODELS[name]
+  valid = sorted(f.name for f in dataclasses.fields(module)
+                 if f.name not in ("num_classes", "parent", "name"))
+  for key, value in model.to_dict().items():
+    if key == "name":
+      continue
+    if key not in valid:
+      raise ValueError(f"config.model: unknown key {key!r} for model {name!r}; valid keys"
+                       f" are {valid}.")
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                             for v in values):
+      raise ValueError(f"config.model: {key}={value!r} must be a positive integer"
+                       " (or a non-empty sequence of them).")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks the whole config before any work; returns the methods to run.
+
+  Every section is built as its typed class (ranges, kinds, unknown keys), the
+  model's keys against the model, every method's hyperparameters, and the
+  attacker's protocol.
+
+  Raises:
+    ValueError, TypeError: naming the section, the key and the bad value.
+  """
+  seed = config.get("seed")
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
+  sections = pipeline.validate_sections(config, _SECTIONS)
+  _check_model(config.model)
+  names = method_names(config)
+  pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
+  return names
 
 
 def method_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -215,6 +318,7 @@ class Setup:
   relearn_data: tuple[jax.Array, jax.Array]
   protocol: _rcd.RelearnProtocol
   root_key: jax.Array
+  batch_caps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def relearn(self, params) -> _rcd.RelearnResult:
     """RCD's relearning trajectories from ``params`` (same keys for every model)."""
@@ -236,11 +340,13 @@ class Setup:
     """Runs method ``name``; returns ``(params, seconds)``. Raises NonFiniteError.
 
     ``hparams`` is the method's hyperparameters, or a mapping (ConfigDict) of
-    them (see :func:`ieu_jax.methods.hparams`).
+    them (see :func:`ieu_jax.methods.hparams`). The key comes from the seed, the
+    name and ``index`` (a search's candidate; 0 for the run), never from the
+    method's place in a list (:func:`ieu_jax.pipeline.method_key`).
     """
     hparams = methods_lib.hparams(name, hparams)
     start = time.perf_counter()
-    key = jax.random.fold_in(jax.random.fold_in(self.root_key, _KEY_METHODS), index)
+    key = pipeline.method_key(self.root_key, _KEY_METHODS, name, index)
     params = methods_lib.get(name).unlearn(self.problem, hparams, key, name=name)
     params = jax.block_until_ready(params)
     return params, time.perf_counter() - start
@@ -274,8 +380,27 @@ def rcd_key(config: ml_collections.ConfigDict) -> jax.Array:
   return jax.random.fold_in(jax.random.key(int(config.seed)), _KEY_RCD)
 
 
+# Methods that iterate over the retain set only (the others also over the forget set).
+_RETAIN_ONLY = ("Retrain", "FT", "l1-sparse")
+
+
+def _batch_caps(config, fs, relearn_size: int) -> list[dict[str, Any]]:
+  """Every batch size larger than the data it is drawn from (see ``pipeline.batch_caps``)."""
+  sizes = {"train.batch_size": (int(config.train.batch_size), len(fs.retain)),
+           "rcd.batch_size": (int(config.rcd.batch_size), relearn_size)}
+  smallest = len(fs.retain) if not len(fs.forget) else min(len(fs.forget), len(fs.retain))
+  for name in method_names(config):
+    hp = methods_lib.hparams(name, config.method.get(name)).to_dict()
+    for field in ("batch_size", "forget_batch_size"):
+      if hp.get(field) is not None:
+        data = len(fs.retain) if name in _RETAIN_ONLY else smallest
+        sizes[f"method.{name}.{field}"] = (int(hp[field]), data)
+  return pipeline.batch_caps(sizes)
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
-  """Loads the data, trains or restores the original and retrained models."""
+  """Checks the config, loads the data, trains or restores the original and retrained models."""
+  validate_config(config)
   root = jax.random.key(int(config.seed))
   splits, fs, init_fn, apply_fn = data_and_model(config)
   num_classes = splits.train.num_classes
@@ -299,6 +424,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
       training_time_s={"original": t_orig, "retrain": t_retrain},
       restored={"original": restored_orig, "retrain": restored_retrain}, problem=problem,
       relearn_data=relearn_data, protocol=protocol, root_key=root,
+      batch_caps=_batch_caps(config, fs, int(relearn_data[0].shape[0])),
   )
 
 
@@ -331,6 +457,7 @@ def relearn_checkpoints(
   """
   if original is None and threshold is None:
     raise ValueError("give --original (threshold from its accuracy) or --threshold.")
+  validate_config(config)
   _, fs, init_fn, apply_fn = data_and_model(config)
   like = jax.eval_shape(init_fn, jax.random.key(0))
   load = lambda path: checkpoints.restore_params(path, like)
@@ -364,6 +491,55 @@ def relearn_checkpoints(
   }
 
 
+# What a method's row depends on, besides its own hyperparameters and name.
+_ROW_PARTS = ("data", "forget", "model", "train", "eval", "rcd")
+
+
+def _result_from_json(d: Mapping[str, Any]) -> _rcd.RelearnResult:
+  as_array = lambda v, dtype=np.float32: np.asarray(
+      [[np.nan if x is None else x for x in r] for r in v] if v and isinstance(v[0], list)
+      else [np.nan if x is None else x for x in v], dtype)
+  return _rcd.RelearnResult(
+      first_hit=np.asarray(d["first_hit"], np.int64), censored=np.asarray(d["censored"], bool),
+      learning_rate=np.asarray(d["learning_rate"]), steps=np.asarray(d["steps"]),
+      accuracy=as_array(d["accuracy"]), loss=as_array(d["loss"]),
+      distance=as_array(d["distance"]), stopped_at=d["stopped_at"])
+
+
+def _method_row(setup: Setup, workdir: str, name: str):
+  """``(row, RelearnResult)`` of method ``name``: run, or reused from ``workdir/methods``.
+
+  Each finished row is persisted as it completes (keyed by everything it depends
+  on), so a crash or a kill in the methods phase loses at most the running method.
+  """
+  config = setup.config
+  hparams = methods_lib.hparams(name, config.method.get(name))
+  path = os.path.join(workdir, "methods", name.replace("/", "_") + "-" + pipeline.fingerprint(
+      config, name, _ROW_PARTS, extra=hparams.to_dict()) + ".json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    logging.info("%s: reusing its finished row %s", name, path)
+    row = {k: (math.nan if v is None else v) for k, v in saved["row"].items()}
+    return row, _result_from_json(saved["relearning"])
+  except (OSError, ValueError, KeyError):
+    pass
+  if name == "Retrain":
+    params, runtime = setup.retrained, setup.training_time_s["retrain"]
+  else:
+    params, runtime = setup.unlearn(name, hparams)
+  logging.info("phase evaluation: %s", name)
+  row = setup.evaluate(params)
+  start = time.perf_counter()
+  result = setup.relearn(params)
+  logging.info("%s: RCD of %d trajectories in %.1fs", name, setup.protocol.total_trajectories,
+               time.perf_counter() - start)
+  row.update(name=name, runtime_s=runtime, relearn_auc=relearn_auc(result),
+             hparams=hparams.to_dict())
+  outputs.write_json(path, {"row": row, "relearning": result._asdict()})
+  return row, result
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the whole experiment and writes its outputs into ``workdir``.
 
@@ -375,7 +551,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     The results dictionary that is also written to ``workdir/results.json``.
   """
   wall_start = time.perf_counter()
-  names = method_names(config)
+  names = validate_config(config)
   if outputs.is_writer():
     os.makedirs(workdir, exist_ok=True)
   setup = prepare(config, workdir)
@@ -391,29 +567,20 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   rows, curves, reference, failed = [], {}, None, []
   for i, name in enumerate(names):
     logging.info("phase methods: %s (%d/%d)", name, i + 1, len(names))
-    if name == "Retrain":
-      params, runtime = setup.retrained, setup.training_time_s["retrain"]
-    else:
-      try:
-        params, runtime = setup.unlearn(name, config.method[name].to_dict(), i)
-      except training.NonFiniteError as e:
-        # One diverging method must not cost the others' results: report it.
-        logging.error("%s failed: %s", name, e)
-        failed.append({"name": name, "error": str(e)})
-        continue
-    logging.info("phase evaluation: %s", name)
-    row = setup.evaluate(params)
-    start = time.perf_counter()
-    result = setup.relearn(params)
-    logging.info("%s: RCD of %d trajectories in %.1fs", name, protocol.total_trajectories,
-                 time.perf_counter() - start)
+    try:
+      row, result = _method_row(setup, workdir, name)
+    except Exception as e:  # pylint: disable=broad-except
+      if name == "Retrain":  # the reference: nothing can be compared without it
+        raise
+      # One failing method must not cost the others' results: report it.
+      error = str(e) if isinstance(e, training.NonFiniteError) else f"{type(e).__name__}: {e}"
+      logging.error("%s failed: %s", name, error)
+      failed.append({"name": name, "error": error})
+      continue
     if name == "Retrain":
       reference = result
-    summary = _rcd.rcd_summary(result, reference)
+    row["rcd"] = _rcd.rcd_summary(result, reference)._asdict()
     curves[name] = result
-    row.update(name=name, runtime_s=runtime, rcd=summary._asdict(),
-               relearn_auc=relearn_auc(result),
-               hparams=methods_lib.hparams(name, config.method.get(name)).to_dict())
     rows.append(row)
 
   retrain_row = rows[0]
@@ -437,6 +604,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "memorization_gap": (100.0 - original_row["UA"]) - (100.0 - retrain_row["UA"]),
       "training_time_s": setup.training_time_s,
       "restored_from_checkpoint": setup.restored,
+      "batch_caps": setup.batch_caps,
       "rcd_threshold": threshold,
       "rcd_protocol": protocol.to_dict(),
       "methods": [

@@ -15,18 +15,25 @@ key is an error that names it and lists the valid ones, never silently ignored),
 a required field left out, and a value of the wrong kind; numbers are converted to
 the declared type (an ``int`` given for a ``float`` field becomes a float), so the
 method reads ``hp.learning_rate`` with no ``float(...)`` at the use site.
+
+Ranges are checked when an instance is made (:data:`RULES`, by field name, the same
+meaning everywhere: a learning rate is finite and positive, a decay or a noise
+scale is finite and non-negative, epochs and batch sizes are positive integers,
+...), so a meaningless setting is refused before any work, with a message naming
+the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-__all__ = ["HParams"]
+__all__ = ["HParams", "RULES"]
 
 _H = TypeVar("_H", bound="HParams")
 
@@ -55,6 +62,14 @@ def _coerce(owner: str, name: str, kind: Any, value: Any) -> Any:
     return TypeError(f"{owner}: hyperparameter {name}={value!r} must be {_describe(kind)}.")
 
   origin = typing.get_origin(kind)
+  if origin is tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+      raise bad()
+    args = typing.get_args(kind)
+    kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+    if len(kinds) != len(value):
+      raise bad()
+    return tuple(_coerce(owner, name, k, v) for k, v in zip(kinds, value))
   if origin is typing.Literal:
     if value not in typing.get_args(kind):
       raise ValueError(
@@ -93,14 +108,86 @@ def _coerce(owner: str, name: str, kind: Any, value: Any) -> Any:
 
 def _describe(kind: Any) -> str:
   names = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
-  if typing.get_origin(kind) is typing.Literal:
+  origin = typing.get_origin(kind)
+  if origin is typing.Literal:
     return f"one of {typing.get_args(kind)}"
+  if origin is tuple:
+    return f"a sequence of {_describe(typing.get_args(kind)[0])}"
+  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    return " or ".join(_describe(a) for a in typing.get_args(kind) if a is not type(None))
   return names.get(kind, str(kind))
+
+
+def _finite(v) -> bool:
+  return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _rule(test: Callable[[Any], bool], says: str):
+  return test, says
+
+
+_POSITIVE = _rule(lambda v: _finite(v) and v > 0, "a finite positive number")
+_NON_NEGATIVE = _rule(lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+_AT_LEAST_ONE = _rule(lambda v: v >= 1, "a positive integer")
+_AT_LEAST_ZERO = _rule(lambda v: v >= 0, "an integer >= 0")
+_PROBABILITY = _rule(lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)")
+_FRACTION = _rule(lambda v: _finite(v) and 0 < v < 1, "in (0, 1)")
+_SHARE = _rule(lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]")
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # Steps and sizes.
+    "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "forget_batch_size": _AT_LEAST_ONE,
+    "max_steps": _AT_LEAST_ONE, "eval_every": _AT_LEAST_ONE, "probe_every": _AT_LEAST_ONE,
+    "num_trajectories": _AT_LEAST_ONE, "relearn_size": _AT_LEAST_ONE,
+    "msteps": _AT_LEAST_ZERO, "warmup_steps": _AT_LEAST_ZERO, "num_steps": _AT_LEAST_ONE,
+    "max_train": _AT_LEAST_ONE, "max_test": _AT_LEAST_ONE, "hidden": _AT_LEAST_ONE,
+    "features": _rule(lambda v: len(v) > 0 and all(f >= 1 for f in v),
+                      "a non-empty sequence of positive integers"),
+    "channels": _rule(lambda v: len(v) > 0 and all(f >= 1 for f in v),
+                      "a non-empty sequence of positive integers"),
+    "num_res_blocks": _AT_LEAST_ONE, "emb_dim": _AT_LEAST_ONE,
+    "image_size": _AT_LEAST_ONE, "eval_samples": _AT_LEAST_ONE,
+    "samples_per_class": _AT_LEAST_ONE, "sample_steps": _AT_LEAST_ONE,
+    "grid_per_class": _AT_LEAST_ONE, "mia_max_per_class": _AT_LEAST_ONE,
+    # Rates and scales.
+    "learning_rate": _POSITIVE, "temperature": _POSITIVE,
+    "learning_rates": _rule(lambda v: all(_finite(x) and x > 0 for x in
+                                          (v if isinstance(v, tuple) else (v,))) and v != (),
+                            "finite positive numbers"),
+    "max_grad_norm": _NON_NEGATIVE,  # 0 (or None): no clipping
+    "weight_decay": _NON_NEGATIVE, "noise_std": _NON_NEGATIVE, "ascent_scale": _NON_NEGATIVE,
+    "retain_scale": _NON_NEGATIVE, "alpha": _NON_NEGATIVE, "gamma": _NON_NEGATIVE,
+    "tolerance": _NON_NEGATIVE, "collapse_margin": _NON_NEGATIVE,
+    "guidance_scale": _NON_NEGATIVE,
+    "momentum": _PROBABILITY, "val_size": _PROBABILITY, "label_drop": _PROBABILITY,
+    "fraction": _FRACTION, "beta_start": _FRACTION, "beta_end": _FRACTION,
+    "mask_fraction": _SHARE, "threshold_fraction": _SHARE,
+}
+"""The range of every field, by name (None, where a field allows it, is not checked)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-  """Base class of a method's hyperparameters (subclasses are frozen dataclasses)."""
+  """Base class of a method's hyperparameters (subclasses are frozen dataclasses).
+
+  A subclass may add checks that involve several fields in ``validate()``.
+  """
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if f.name in RULES and value is not None:
+        test, says = RULES[f.name]
+        try:
+          ok = bool(test(value))
+        except TypeError:
+          ok = False
+        if not ok:
+          raise ValueError(f"{type(self).__name__}: {f.name}={value!r} must be {says}.")
+    self.validate()
+
+  def validate(self) -> None:
+    """Checks across fields (none by default); raises ValueError naming the values."""
 
   @classmethod
   def from_config(cls: type[_H], values: Any = None, /, *, method: str | None = None,
@@ -131,7 +218,12 @@ class HParams:
     if missing:
       raise ValueError(f"{owner}: missing required hyperparameter(s) {missing}.")
     hints = _hints(cls)
-    return cls(**{n: _coerce(owner, n, hints[n], v) for n, v in values.items()})
+    try:
+      return cls(**{n: _coerce(owner, n, hints[n], v) for n, v in values.items()})
+    except ValueError as e:  # name the method, not the class
+      prefix = f"{cls.__name__}: "
+      raise ValueError(f"{owner}: {str(e)[len(prefix):]}" if str(e).startswith(prefix)
+                       else str(e)) from None
 
   def replace(self: _H, **changes: Any) -> _H:
     """A copy with ``changes``, checked as :meth:`from_config` checks a config."""

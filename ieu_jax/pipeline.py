@@ -17,12 +17,14 @@ Files are written by :mod:`ieu_jax.outputs` (atomic, process 0 only).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+import zlib
+from typing import Any, Callable, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 import jax
 import ml_collections
@@ -32,16 +34,21 @@ from absl import logging
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
 from ieu_jax import outputs
+from ieu_jax.hparams import HParams
 
 __all__ = [
     "ATTACKER_STREAM",
+    "RCDHParams",
     "Trained",
+    "batch_caps",
     "aggregate",
     "attacker_subset",
     "cached_train",
     "fingerprint",
     "finished_run",
+    "method_key",
     "method_names",
+    "validate_sections",
     "relearn_protocol",
     "result_flags",
 ]
@@ -51,14 +58,17 @@ def _plain(value: Any) -> Any:
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 
-def fingerprint(config: ml_collections.ConfigDict, what: str, parts: Sequence[str]) -> str:
-  """12 hex digits of the config sections ``parts``, the seed and ``what``.
+def fingerprint(config: ml_collections.ConfigDict, what: str, parts: Sequence[str],
+                extra: Mapping[str, Any] | None = None) -> str:
+  """12 hex digits of the config sections ``parts``, the seed, ``what`` and ``extra``.
 
-  A cached model is reused only when everything that made it is the same: a
-  changed section trains anew instead of silently reusing a stale model.
+  A cached model (or row) is reused only when everything that made it is the same:
+  a changed section trains anew instead of silently reusing a stale result.
   """
   blob = {p: _plain(config[p]) for p in parts}
   blob.update(seed=config.seed, what=what)
+  if extra is not None:
+    blob["extra"] = extra
   return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -138,8 +148,82 @@ def method_names(config: ml_collections.ConfigDict, known: Iterable[str], *,
   return list(always) + [n for n in names if n not in always]
 
 
-def relearn_protocol(rcd: ml_collections.ConfigDict, threshold: float) -> _rcd.RelearnProtocol:
-  """The attacker of a config section ``rcd`` (the ``rcd`` of both pipelines' configs).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RCDHParams(HParams):
+  """The attacker's settings (``config.rcd``), checked before any work.
+
+  See :class:`ieu_jax.RelearnProtocol` for the fields it shares;
+  ``relearn_size`` is ``m``, the forget examples the attacker holds.
+  """
+
+  optimizer: Literal["sgd", "adam"] = "sgd"
+  learning_rates: float | tuple[float, ...] = 0.01
+  momentum: float = 0.0
+  batch_size: int = 32
+  max_steps: int = 200
+  eval_every: int = 1
+  num_trajectories: int = 8
+  relearn_size: int = 256
+  criterion: Literal["accuracy", "loss"] = "accuracy"
+  formulation: str | None = None
+  stop_when_done: bool = True
+  probe_every: int = 1
+
+  def validate(self) -> None:
+    if self.max_steps % self.eval_every:
+      raise ValueError(f"{type(self).__name__}: max_steps={self.max_steps} is not a multiple"
+                       f" of eval_every={self.eval_every}.")
+    if self.formulation is not None and self.formulation not in _rcd.FORMULATIONS:
+      raise ValueError(f"{type(self).__name__}: formulation={self.formulation!r}: expected"
+                       f" one of {_rcd.FORMULATIONS}.")
+
+
+def validate_sections(config: ml_collections.ConfigDict,
+                      sections: Mapping[str, type[HParams]]) -> dict[str, HParams]:
+  """Builds every ``config.<section>`` as its typed class: all checks, before any work.
+
+  Raises:
+    ValueError: naming the section, the key and the bad value (``config.train:
+      epochs=0 must be a positive integer.``), or a missing section.
+    TypeError: for a value of the wrong kind, likewise named.
+  """
+  out = {}
+  for name, cls in sections.items():
+    if name not in config:
+      raise ValueError(f"config has no section {name!r}.")
+    out[name] = cls.from_config(config[name], method=f"config.{name}")
+  return out
+
+
+def method_key(root: jax.Array, stream: int, name: str, index: int = 0) -> jax.Array:
+  """The key of method ``name`` (and of candidate ``index`` of a search or sweep).
+
+  ``fold_in(fold_in(fold_in(root, stream), crc32(name)), index)``: it depends on the
+  seed, the method's name and the setting's index, never on the method's place in
+  a list, so a method run alone and in a longer list gives the same numbers.
+  """
+  key = jax.random.fold_in(jax.random.fold_in(root, stream), zlib.crc32(name.encode()))
+  return jax.random.fold_in(key, index)
+
+
+def batch_caps(sizes: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
+  """The batch sizes larger than their data: ``{what: (batch_size, examples)}`` in.
+
+  Such a batch is capped at the data's size (every step is then full-batch); each
+  cap is logged here and belongs in the run's outputs, so a config that says
+  100,000 is never silently read as the 990 it ran with.
+  """
+  caps = []
+  for what, (batch, n) in sizes.items():
+    if batch > n:
+      logging.warning("%s=%d exceeds its %d examples: capped at %d (full batch).", what,
+                      batch, n, n)
+      caps.append({"what": what, "batch_size": int(batch), "examples": int(n), "used": int(n)})
+  return caps
+
+
+def relearn_protocol(rcd: Any, threshold: float) -> _rcd.RelearnProtocol:
+  """The attacker of a config section ``rcd`` (a ConfigDict or an :class:`RCDHParams`).
 
   Reads ``optimizer``, ``learning_rates`` (one or a list), ``momentum``,
   ``batch_size``, ``max_steps``, ``criterion``, ``num_trajectories``,
@@ -147,16 +231,17 @@ def relearn_protocol(rcd: ml_collections.ConfigDict, threshold: float) -> _rcd.R
   ``formulation`` (by backend: :func:`ieu_jax.default_formulation`, recorded as
   chosen).
   """
-  lrs = rcd.learning_rates
+  r = rcd.to_dict()
+  lrs = r["learning_rates"]
   lrs = tuple(float(x) for x in lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
   return _rcd.RelearnProtocol(
-      optimizer=rcd.optimizer, learning_rates=lrs, momentum=float(rcd.momentum),
-      batch_size=int(rcd.batch_size), max_steps=int(rcd.max_steps),
-      criterion=rcd.criterion, threshold=float(threshold),
-      num_trajectories=int(rcd.num_trajectories), eval_every=int(rcd.eval_every),
-      stop_when_done=bool(rcd.get("stop_when_done", True)),
-      probe_every=int(rcd.get("probe_every", 1)),
-      formulation=rcd.get("formulation") or _rcd.default_formulation(),
+      optimizer=r["optimizer"], learning_rates=lrs, momentum=float(r["momentum"]),
+      batch_size=int(r["batch_size"]), max_steps=int(r["max_steps"]),
+      criterion=r["criterion"], threshold=float(threshold),
+      num_trajectories=int(r["num_trajectories"]), eval_every=int(r["eval_every"]),
+      stop_when_done=bool(r.get("stop_when_done", True)),
+      probe_every=int(r.get("probe_every", 1)),
+      formulation=r.get("formulation") or _rcd.default_formulation(),
   )
 
 

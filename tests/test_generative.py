@@ -198,9 +198,9 @@ def test_search_chooses_the_candidate_closest_to_retrain(tiny_run):
   _, workdir = tiny_run  # its trained models are restored, not retrained
   config = _tiny_config()
   config.methods = "GA"
-  # A learning rate of 0 leaves the original untouched: it keeps the class.
+  # A negligible learning rate leaves the original as it was: it keeps the class.
   config.search = ml_collections.ConfigDict(
-      {"GA": [dict(learning_rate=0.0, epochs=1), {}]})
+      {"GA": [dict(learning_rate=1e-12, epochs=1), {}]})
   out = generative.search_generative(config, workdir)
   ref, res = out["reference"], out["methods"]["GA"]
   idle, ga = res["candidates"]

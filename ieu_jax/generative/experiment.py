@@ -37,7 +37,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +56,7 @@ from ieu_jax.generative import methods as methods_lib
 from ieu_jax.generative import report
 from ieu_jax.generative import unet as unet_lib
 from ieu_jax.generative.ddpm import classifier_fns, make_ddpm_step, prepare_images, train_ddpm
+from ieu_jax.hparams import HParams
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = ["FASHION_MNIST_CLASSES", "GenSetup", "prepare_generative", "run_generative",
@@ -132,6 +133,110 @@ def _method_names(config) -> list[str]:
   return pipeline.method_names(config, methods_lib.METHODS, always=("Retrain",))[1:]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataHParams(HParams):
+  """``config.data``: the images, their size and the classes used (None: all)."""
+
+  name: str
+  data_dir: str | None = None
+  max_train: int | None = None
+  max_test: int | None = None
+  image_size: int
+  classes: tuple[int, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifierHParams(HParams):
+  """``config.classifier``: the evaluation classifier and its training."""
+
+  features: tuple[int, ...] = (16, 32)
+  hidden: int = 64
+  optimizer: Literal["adam", "sgd"] = "adam"
+  learning_rate: float
+  epochs: int
+  batch_size: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UNetHParams(HParams):
+  """``config.unet``: the denoiser's widths."""
+
+  channels: tuple[int, ...] = (16, 32)
+  num_res_blocks: int = 1
+  emb_dim: int = 64
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DiffusionHParams(HParams):
+  """``config.diffusion``: the noise schedule and the label dropout."""
+
+  num_steps: int = 1000
+  beta_start: float = 1e-4
+  beta_end: float = 0.02
+  label_drop: float = 0.1
+
+  def validate(self) -> None:
+    if self.beta_end < self.beta_start:
+      raise ValueError(f"DiffusionHParams: beta_end={self.beta_end} is below"
+                       f" beta_start={self.beta_start}.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainHParams(HParams):
+  """``config.train``: the DDPMs' recipe (Adam, warmup-cosine)."""
+
+  learning_rate: float
+  epochs: int
+  batch_size: int
+  warmup_steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalHParams(HParams):
+  """``config.eval``: the samples every model is judged on."""
+
+  samples_per_class: int = 100
+  sample_steps: int = 25
+  guidance_scale: float = 2.0
+  batch_size: int = 500
+  grid_per_class: int = 8
+  collapse_margin: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RCDHParams(pipeline.RCDHParams):
+  """``config.rcd``: the attacker; the criterion's rate comes from ``eval_samples``
+  samples, and the threshold is ``threshold_fraction`` of the original's rate."""
+
+  eval_samples: int = 64
+  threshold_fraction: float = 0.8
+
+
+_SECTIONS = {"data": DataHParams, "classifier": ClassifierHParams, "unet": UNetHParams,
+             "diffusion": DiffusionHParams, "train": TrainHParams, "eval": EvalHParams,
+             "rcd": RCDHParams}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks the whole config before any work; returns the methods to run.
+
+  Raises:
+    ValueError, TypeError: naming the section, the key and the bad value.
+  """
+  seed = config.get("seed")
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
+  forget_class = config.get("forget_class")
+  if isinstance(forget_class, bool) or not isinstance(forget_class, int) or forget_class < 0:
+    raise ValueError(f"config.forget_class={forget_class!r} must be an integer >= 0.")
+  sections = pipeline.validate_sections(config, _SECTIONS)
+  pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
+  names = _method_names(config)
+  for name in names:
+    methods_lib.hparams(name, config.method[name])
+  return names
+
+
 def _load(config):
   d = config.data
   splits = data_lib.load_dataset(
@@ -150,7 +255,8 @@ def _load(config):
 
 
 def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSetup:
-  """Loads the data and trains (or restores from ``workdir``) the classifier and both DDPMs."""
+  """Checks the config, loads the data, trains (or restores) the classifier and both DDPMs."""
+  validate_config(config)
   if outputs.is_writer():
     os.makedirs(workdir, exist_ok=True)
   root = jax.random.key(int(config.seed))
@@ -294,12 +400,12 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     The results dictionary, also written to ``workdir/results.json``.
   """
   wall_start = time.perf_counter()
-  names = _method_names(config)
+  names = validate_config(config)
   setup = prepare_generative(config, workdir)
   ev = config.eval
   relearn, threshold, protocol, m = _relearning(config, setup)
 
-  rows, grids, reference = [], {}, None
+  rows, grids, reference, failed = [], {}, None, []
   model_list = ["Original", "Retrain"] + names
   for i, name in enumerate(model_list):
     logging.info("phase model: %s (%d/%d)", name, i + 1, len(model_list))
@@ -307,8 +413,15 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       params = setup.original if name == "Original" else setup.retrained
       runtime = setup.training_time_s["original" if name == "Original" else "retrain"]
     else:
-      key = jax.random.fold_in(jax.random.fold_in(setup.root, _KEY_METHODS), i)
-      params, runtime = setup.unlearn(name, config.method[name], key)
+      key = pipeline.method_key(setup.root, _KEY_METHODS, name)
+      try:
+        params, runtime = setup.unlearn(name, config.method[name], key)
+      except Exception as e:  # pylint: disable=broad-except
+        # One failing method must not cost the others' results: report it.
+        error = str(e) if isinstance(e, training.NonFiniteError) else f"{type(e).__name__}: {e}"
+        logging.error("%s failed: %s", name, error)
+        failed.append({"name": name, "error": error})
+        continue
     row, grid = setup.evaluate(params)
     grids[name] = grid
     start = time.perf_counter()
@@ -352,6 +465,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "eval": {"samples_per_class": int(ev.samples_per_class), "sample_steps": int(ev.sample_steps),
                "guidance_scale": float(ev.guidance_scale)},
       "models": rows,
+      "failed": failed,
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
   }
   results["wall_time_s"] = time.perf_counter() - wall_start
@@ -390,6 +504,11 @@ def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   missing = [n for n in names if n not in config.get("search", {})]
   if missing:
     raise ValueError(f"config.search has no candidates for {missing}.")
+  for name in names:  # every candidate is checked before any work
+    for j, override in enumerate(config.search[name]):
+      override = dict(override.to_dict() if hasattr(override, "to_dict") else override)
+      methods_lib.get_method(name).hparams_class.from_config(
+          dict(config.method[name].to_dict(), **override), method=f"config.search.{name}[{j}]")
   setup = prepare_generative(config, workdir)
   key = jax.random.fold_in(setup.root, _KEY_SEARCH_SAMPLES)
   reference, _ = setup.evaluate(setup.retrained, key)
@@ -397,12 +516,12 @@ def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[s
                reference["retain_rate"])
   out = {"reference": {k: reference[k] for k in ("forget_rate", "retain_rate", "fd")},
          "methods": {}}
-  for m, name in enumerate(names):
+  for name in names:
     candidates = []
     for j, override in enumerate(config.search[name]):
       override = dict(override.to_dict() if hasattr(override, "to_dict") else override)
       values = dict(config.method[name].to_dict(), **override)
-      method_key = jax.random.fold_in(jax.random.fold_in(setup.root, _KEY_SEARCH), 1000 * m + j)
+      method_key = pipeline.method_key(setup.root, _KEY_SEARCH, name, j)
       try:
         params, runtime = setup.unlearn(name, values, method_key)
       except training.NonFiniteError as e:
