@@ -364,6 +364,7 @@ def relearn_checkpoints(
   }
 
 
+@pipeline.locks_workdir
 def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the whole experiment and writes its outputs into ``workdir``.
 

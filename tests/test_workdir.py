@@ -6,11 +6,27 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
 
+from experiments.configs import fashion_mnist
+from ieu_jax import comparison
+from ieu_jax import experiment
 from ieu_jax import pipeline
+from ieu_jax.generative import experiment as generative
+from ieu_jax.theory import check
+
+_ENTRY_POINTS = {
+    "run_experiment": lambda w: experiment.run_experiment(None, w),
+    "search": lambda w: comparison.search(None, w),
+    "sweep": lambda w: comparison.sweep(None, w, ["random10"], [0]),
+    "run_generative": lambda w: generative.run_generative(None, w),
+    "search_generative": lambda w: generative.search_generative(None, w),
+    "run_seeds": lambda w: generative.run_seeds(None, w, [0]),
+    "run_theory_check": lambda w: check.run_theory_check(w, quick=True),
+}
 
 
 def _lock_as(workdir, pid, host=None):
@@ -140,3 +156,26 @@ def test_other_processes_neither_check_nor_lock(tmp_path, monkeypatch):
     pass
   assert json.load(open(tmp_path / pipeline.LOCK_NAME)) == record
   assert os.listdir(tmp_path) == [pipeline.LOCK_NAME]
+
+
+@pytest.mark.parametrize("name", sorted(_ENTRY_POINTS))
+def test_every_entry_point_refuses_a_locked_workdir_first(tmp_path, name):
+  """Refused before the entry point reads its config (None here) or writes a file."""
+  record = _lock_as(str(tmp_path), os.getppid())  # alive: the test runner's parent
+  with pytest.raises(pipeline.WorkdirInUse, match=f"in use by process {os.getppid()} "):
+    _ENTRY_POINTS[name](str(tmp_path))
+  assert os.listdir(tmp_path) == [pipeline.LOCK_NAME]
+  assert json.load(open(tmp_path / pipeline.LOCK_NAME)) == record
+
+
+def test_run_experiment_refuses_a_locked_workdir_before_any_work(tmp_path):
+  config = fashion_mnist.get_config("small")
+  record = _lock_as(str(tmp_path), os.getppid())
+  start = time.perf_counter()
+  with pytest.raises(pipeline.WorkdirInUse) as e:
+    experiment.run_experiment(config, str(tmp_path))
+  assert time.perf_counter() - start < 5.0
+  assert str(e.value).startswith(f"workdir {tmp_path} is in use by process {os.getppid()} on ")
+  assert not (tmp_path / "checkpoints").exists()
+  assert os.listdir(tmp_path) == [pipeline.LOCK_NAME]
+  assert json.load(open(tmp_path / pipeline.LOCK_NAME)) == record
