@@ -78,6 +78,7 @@ def candidates(
 _FIELDS = ("UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd", "relearn_auc", "runtime_s")
 
 
+@pipeline.locks_workdir
 def search(
     config: ml_collections.ConfigDict, workdir: str, methods: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -130,6 +131,7 @@ def scenario_config(
   return c
 
 
+@pipeline.locks_workdir
 def sweep(
     config: ml_collections.ConfigDict,
     workdir: str,

@@ -540,6 +540,7 @@ def _method_row(setup: Setup, workdir: str, name: str):
   return row, result
 
 
+@pipeline.locks_workdir
 def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the whole experiment and writes its outputs into ``workdir``.
 

@@ -1,9 +1,11 @@
 """Every file the project writes goes through here: atomic, and from process 0 only.
 
 Under ``jax.distributed`` every process runs the same program; only process 0
-writes. Every file is written to a temporary name beside its destination and
+writes. Every file is written to a temporary file beside its destination and
 renamed over it, so a run killed mid-write leaves the previous file intact, never
-a truncated one. Results are JSON-safe (:func:`json_safe`) and tables are
+a truncated one. Each write has a temporary file of its own (``tempfile.mkstemp``),
+so concurrent writers of one path, threads or processes, never share one: the last
+rename wins, whole. Results are JSON-safe (:func:`json_safe`) and tables are
 markdown (:func:`markdown_table`), with numbers formatted by :func:`fmt`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -49,12 +52,29 @@ def json_safe(x: Any) -> Any:
   return x
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# Read once, at import: setting the umask to read it is not thread-safe.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: str, write) -> None:
+  """Calls ``write(tmp)`` on a temporary file of its own, then renames it to ``path``."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.tmp-{os.getpid()}{ext}"  # keeps the extension (matplotlib reads it)
+  base, ext = os.path.splitext(os.path.basename(path))
+  # A unique name per write, hidden from globs; the extension is kept (matplotlib
+  # reads it).
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=ext)
   try:
+    try:
+      os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would outlive the rename
+    finally:
+      os.close(fd)
     write(tmp)
     os.replace(tmp, path)
   finally:

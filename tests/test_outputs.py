@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -36,3 +37,33 @@ def test_table_and_formats():
   assert outputs.fmt_mean_std(1.0, math.nan, 1) == "1.0"
   with pytest.raises(ValueError, match="3 cells under a header of 2"):
     outputs.markdown_table(["a", "b"], [[1, 2, 3]])
+
+
+def test_concurrent_writers_of_one_path_never_share_a_temporary_file(tmp_path):
+  """Threads writing one path many times: no error, the file is one write, whole."""
+  path = str(tmp_path / "results.json")
+  writes = {i: {"writer": i, "payload": [i] * 2000} for i in range(8)}
+  errors = []
+
+  def writer(i):
+    try:
+      for _ in range(40):
+        outputs.write_json(path, writes[i])
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=writer, args=(i,)) for i in writes]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors
+  final = json.load(open(path))
+  assert final == writes[final["writer"]]
+  assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left
+
+
+def test_written_files_have_the_umask_mode(tmp_path):
+  path = tmp_path / "x.md"
+  outputs.write_text(str(path), "hi")
+  assert os.stat(path).st_mode & 0o777 == outputs._FILE_MODE

@@ -389,6 +389,7 @@ def _relearning(config, setup: GenSetup):
   return relearn, threshold, protocol, len(relearn_set)
 
 
+@pipeline.locks_workdir
 def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the generative unlearning experiment and writes its outputs to ``workdir``.
 
@@ -484,6 +485,7 @@ def _gap(row, reference) -> float:
                 + abs(row["retain_rate"] - reference["retain_rate"]))
 
 
+@pipeline.locks_workdir
 def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Chooses each method's hyperparameters from ``config.search``; writes ``search.json``/``.md``.
 
@@ -553,6 +555,7 @@ def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[s
 _SEED_FIELDS = ("forget_rate", "retain_rate", "fd", "runtime_s")
 
 
+@pipeline.locks_workdir
 def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds) -> dict[str, Any]:
   """:func:`run_generative` once per seed, then mean ± std over the seeds.
 

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from ieu_jax import outputs
+from ieu_jax import pipeline
 from ieu_jax.theory import bounds
 from ieu_jax.theory import constants
 from ieu_jax.theory import plots as plots_lib
@@ -427,6 +428,7 @@ def check_theorem3(problems: dict[str, dict[str, Any]], quick: bool,
 # ============================================================================
 
 
+@pipeline.locks_workdir
 def run_theory_check(workdir: str, *, quick: bool = False,
                      num_runs: int | None = None,
                      plots: bool = True) -> dict[str, Any]:
