@@ -368,6 +368,21 @@ def test_unlearn_step_refuses_ambiguous_arguments():
     ieu_jax.make_unlearn_step(apply_fn, tx, max_grad_norm=0.0)
 
 
+@pytest.mark.parametrize(
+    "build,error,message",
+    [(lambda f, bound=bound: ieu_jax.make_unlearn_step(
+         f, ieu_jax.ieu_transform(0.1), max_grad_norm=bound),
+      ValueError, f"max_grad_norm={bound!r}: use None")
+     for bound in (0.0, -1.0, _NAN, _INF, True, "1")]
+    + [(lambda f: ieu_jax.make_unlearn_step(f, ieu_jax.ieu_transform), TypeError,
+        "tx=<function ieu_transform"),
+       (lambda f: ieu_jax.make_train_step(f, None), TypeError, "tx=None must be")],
+)
+def test_step_builders_refuse_bad_arguments_by_name(build, error, message):
+  with pytest.raises(error, match=re.escape(message)):
+    build(lambda w, x: x @ w)
+
+
 def test_clip_by_norm_is_the_one_formula():
   tree = _f32(_nested_tree(0))
   for bound in (0.5, 1e3):
