@@ -24,16 +24,27 @@ __all__ = [
 ]
 
 
+def _check_batch_size(batch_size) -> None:
+  if (isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer))
+      or batch_size < 1):
+    raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+
+
 def predict(
     apply_fn: ApplyFn, params, inputs: jax.Array, *, batch_size: int = 1024
 ) -> jax.Array:
   """Logits of ``apply_fn`` on ``inputs``, computed in chunks of ``batch_size``.
 
   The last chunk is padded to the chunk size, so a whole evaluation compiles once.
+
+  Raises:
+    ValueError: for empty ``inputs`` or a ``batch_size`` that is not a positive
+      integer.
   """
+  _check_batch_size(batch_size)
   n = inputs.shape[0]
   if n == 0:
-    raise ValueError("predict got an empty input array.")
+    raise ValueError(f"inputs is empty (shape {inputs.shape}): nothing to predict.")
   size = min(batch_size, n)
   chunks = []
   fn = jax.jit(apply_fn)
@@ -46,23 +57,59 @@ def predict(
   return jnp.concatenate(chunks)
 
 
+def _labelled_logits(apply_fn, params, inputs, labels, batch_size) -> jax.Array:
+  """The logits of ``inputs``, once ``labels`` are known to be classes of them.
+
+  Raises:
+    ValueError: for empty inputs, labels that are not one integer class per
+      input, or a label outside ``[0, number of classes)``.
+  """
+  host = np.asarray(labels)
+  if host.ndim != 1 or not np.issubdtype(host.dtype, np.integer):
+    raise ValueError(
+        f"labels must be a 1-D array of integer classes; got shape {host.shape} and"
+        f" dtype {host.dtype}."
+    )
+  if inputs.shape[0] != host.shape[0]:
+    raise ValueError(
+        f"inputs and labels differ in length: {inputs.shape[0]} vs {host.shape[0]}."
+    )
+  if inputs.shape[0] == 0:
+    raise ValueError(f"inputs is empty (shape {inputs.shape}): nothing to evaluate.")
+  logits = predict(apply_fn, params, inputs, batch_size=batch_size)
+  num_classes = logits.shape[-1]
+  bad = (host < 0) | (host >= num_classes)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(
+        f"labels[{i}]={int(host[i])} is not a class of the {num_classes} logits:"
+        f" labels must be in [0, {num_classes})."
+    )
+  return logits
+
+
 def accuracy(
     apply_fn: ApplyFn, params, inputs: jax.Array, labels: jax.Array, *, batch_size: int = 1024
 ) -> float:
-  """Top-1 accuracy in percent."""
-  if inputs.shape[0] != labels.shape[0]:
-    raise ValueError(
-        f"inputs and labels differ in length: {inputs.shape[0]} vs {labels.shape[0]}."
-    )
-  logits = predict(apply_fn, params, inputs, batch_size=batch_size)
+  """Top-1 accuracy in percent.
+
+  Raises:
+    ValueError: for empty inputs, labels that are not one integer class per
+      input, a label outside ``[0, number of classes)``, or a bad ``batch_size``.
+  """
+  logits = _labelled_logits(apply_fn, params, inputs, labels, batch_size)
   return float(100.0 * jnp.mean(jnp.argmax(logits, -1) == labels))
 
 
 def true_class_confidence(
     apply_fn: ApplyFn, params, inputs: jax.Array, labels: jax.Array, *, batch_size: int = 1024
 ) -> np.ndarray:
-  """Softmax probability of the true class, one per example (host array)."""
-  logits = predict(apply_fn, params, inputs, batch_size=batch_size)
+  """Softmax probability of the true class, one per example (host array).
+
+  Raises:
+    ValueError: as :func:`accuracy`.
+  """
+  logits = _labelled_logits(apply_fn, params, inputs, labels, batch_size)
   probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
   return np.asarray(jnp.take_along_axis(probs, labels[:, None], -1)[:, 0])
 
@@ -92,8 +139,16 @@ def mia_efficacy(
 
   Returns:
     A percentage in [0, 100].
+
+  Raises:
+    ValueError: for an empty or non-finite feature array, feature widths that
+      differ, or a ``max_per_class`` that is not a positive integer.
   """
   from sklearn.svm import SVC  # pylint: disable=g-import-not-at-top
+
+  if (isinstance(max_per_class, (bool, np.bool_))
+      or not isinstance(max_per_class, (int, np.integer)) or max_per_class < 1):
+    raise ValueError(f"max_per_class={max_per_class!r} must be a positive integer.")
 
   def as_features(a, name):
     a = np.asarray(a, np.float64)
@@ -137,9 +192,14 @@ def avg_gap(
   With the default keys this is the paper's Avg. Gap against Retrain.
 
   Raises:
-    KeyError: naming a key that either row lacks.
+    KeyError: naming a key that either row lacks, and the row that lacks it.
+    ValueError: when ``keys`` is empty.
   """
-  missing = [k for k in keys if k not in row or k not in reference]
-  if missing:
-    raise KeyError(f"avg_gap needs keys {list(keys)}; missing {missing}.")
+  keys = [keys] if isinstance(keys, str) else list(keys)
+  if not keys:
+    raise ValueError("keys=[] is empty: avg_gap averages over at least one key.")
+  for name, mapping in (("row", row), ("reference", reference)):
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+      raise KeyError(f"avg_gap: {name} lacks the key(s) {missing}; it has {list(mapping)}.")
   return float(np.mean([abs(float(row[k]) - float(reference[k])) for k in keys]))

@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
@@ -91,6 +92,12 @@ __all__ = [
 ]
 
 
+def _is_real(value: Any) -> bool:
+  """Whether ``value`` is a finite real number (a bool is not one)."""
+  return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+          and math.isfinite(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class RelearnProtocol:
   """How the attacker relearns, and what counts as relearned.
@@ -99,12 +106,13 @@ class RelearnProtocol:
     optimizer: ``"sgd"`` or ``"adam"``.
     learning_rates: one learning rate, or several: every one of the
       ``num_trajectories`` data orders is run at every learning rate.
-    momentum: SGD momentum (ignored by Adam).
+    momentum: SGD momentum in ``[0, 1)`` (ignored by Adam).
     batch_size: examples per relearning step (capped at the relearn set's size).
     max_steps: the step budget ``T_max``.
     criterion: ``"accuracy"`` (forget accuracy in percent ``>= threshold``) or
       ``"loss"`` (mean forget loss ``<= threshold``).
-    threshold: ``tau`` (percent) or the target loss.
+    threshold: ``tau``, a percentage in ``[0, 100]``, or the target loss
+      (``>= 0``).
     num_trajectories: ``K``, data orders per learning rate.
     eval_every: evaluate (and test the criterion) every this many steps.
     stop_when_done: end the run once every trajectory has met the criterion
@@ -120,6 +128,10 @@ class RelearnProtocol:
     formulation: how the trajectories are laid out, one of :data:`FORMULATIONS`;
       None picks by backend (:func:`default_formulation`). It changes the speed,
       not the numbers (up to float rounding).
+
+  Raises:
+    ValueError: at construction, naming the field and its value, for a value
+      out of its range, a non-finite number, or a bool where a number is due.
   """
 
   optimizer: Literal["sgd", "adam"] = "sgd"
@@ -142,7 +154,8 @@ class RelearnProtocol:
       raise ValueError(f"criterion={self.criterion!r}: expected 'accuracy' or 'loss'.")
     for name in ("batch_size", "max_steps", "num_trajectories", "eval_every", "probe_every"):
       value = getattr(self, name)
-      if not isinstance(value, (int, np.integer)) or value < 1:
+      if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+          or value < 1):
         raise ValueError(f"{name}={value!r} must be a positive integer.")
     if not isinstance(self.stop_when_done, (bool, np.bool_)):
       raise ValueError(f"stop_when_done={self.stop_when_done!r} must be True or False.")
@@ -152,9 +165,26 @@ class RelearnProtocol:
       )
     if self.formulation is not None and self.formulation not in FORMULATIONS:
       raise ValueError(f"formulation={self.formulation!r}: expected one of {FORMULATIONS}.")
-    lrs = self.lr_grid
-    if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
-      raise ValueError(f"learning_rates={self.learning_rates!r} must be positive numbers.")
+    if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
+      raise ValueError(f"momentum={self.momentum!r} must be a finite number in [0, 1).")
+    if self.criterion == "accuracy":
+      if not (_is_real(self.threshold) and 0 <= self.threshold <= 100):
+        raise ValueError(
+            f"threshold={self.threshold!r} must be a finite number in [0, 100]: the"
+            " accuracy criterion compares it with a percentage."
+        )
+    elif not (_is_real(self.threshold) and self.threshold >= 0):
+      raise ValueError(
+          f"threshold={self.threshold!r} must be a finite number >= 0: the loss"
+          " criterion compares it with a mean loss."
+      )
+    lrs = self.learning_rates
+    lrs = tuple(lrs) if isinstance(lrs, Sequence) and not isinstance(lrs, str) else (lrs,)
+    if not lrs or not all(_is_real(lr) and lr > 0 for lr in lrs):
+      raise ValueError(
+          f"learning_rates={self.learning_rates!r} must be one finite positive number"
+          " or a non-empty sequence of them."
+      )
 
   @property
   def lr_grid(self) -> tuple[float, ...]:

@@ -8,10 +8,12 @@ finite, so a driver can stop with a clear error the moment a NaN appears).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -77,6 +79,11 @@ def clip_by_norm(tree: Any, max_norm: float) -> Any:
   return jax.tree.map(lambda g: g * jnp.minimum(1.0, max_norm / (norm + 1e-12)), tree)
 
 
+def _check_tx(tx: Any) -> None:
+  if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+    raise TypeError(f"tx={tx!r} must be an optax GradientTransformation (init and update).")
+
+
 def make_train_step(
     apply_fn: ApplyFn,
     tx: optax.GradientTransformation,
@@ -88,7 +95,11 @@ def make_train_step(
 
   Ordinary descent on ``loss``: training the original and retrained models, and
   the descent-based baselines. ``metrics.retain_loss`` holds the batch loss.
+
+  Raises:
+    TypeError: when ``tx`` is not a gradient transformation.
   """
+  _check_tx(tx)
   batch_loss = classifier_objective(apply_fn, loss)
 
   def step(params, opt_state, batch: Batch):
@@ -149,8 +160,10 @@ def make_unlearn_step(
 
   Raises:
     ValueError: when both or neither of ``apply_fn`` and ``objective`` are given,
-      or ``max_grad_norm`` is not positive.
+      or ``max_grad_norm`` is not a finite number > 0.
+    TypeError: when ``tx`` is not a gradient transformation.
   """
+  _check_tx(tx)
   if objective is not None and apply_fn is not None:
     raise ValueError("make_unlearn_step: give apply_fn or objective, not both.")
   if objective is None:
@@ -159,8 +172,12 @@ def make_unlearn_step(
     objective = classifier_objective(apply_fn, loss)
   if retain_objective is None:
     retain_objective = objective
-  if max_grad_norm is not None and not max_grad_norm > 0:
-    raise ValueError(f"max_grad_norm={max_grad_norm!r}: use None (no clipping) or a bound > 0.")
+  if max_grad_norm is not None and not (
+      isinstance(max_grad_norm, (int, float, np.integer, np.floating))
+      and not isinstance(max_grad_norm, bool)
+      and math.isfinite(max_grad_norm) and max_grad_norm > 0):
+    raise ValueError(
+        f"max_grad_norm={max_grad_norm!r}: use None (no clipping) or a finite bound > 0.")
   clip = (lambda g: g) if max_grad_norm is None else (lambda g: clip_by_norm(g, max_grad_norm))
   tx = optax.with_extra_args_support(tx)
 

@@ -20,6 +20,12 @@ It is the chain of three transformations, each usable on its own:
 Everything is traceable: hyperparameters may be arrays (``jax.vmap`` over a sweep,
 ``optax.inject_hyperparams``), and the PRNG key lives in the noise state, so copies
 vmapped over different keys draw different noise.
+
+The builders refuse a hyperparameter known to be wrong when they are called:
+None, a bool, a non-number, or a Python number or concrete array that is
+negative or not finite. Schedules and traced values (inside ``jit``, ``vmap`` or
+the jitted update of ``inject_hyperparams``) are only known when the step runs,
+and pass unchecked.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -70,6 +77,38 @@ def as_key(key: KeyLike) -> jax.Array:
   )
 
 
+def _check_nonnegative(name: str, value: Any, *, schedule: bool = False) -> None:
+  """Refuses a hyperparameter that is known now and is not finite and ``>= 0``.
+
+  A Python number, a NumPy value or a concrete JAX array (every element) is
+  checked; a traced value passes, and so does a callable where ``schedule``
+  allows one: both are only known when the step runs.
+
+  Args:
+    name: the argument's name, for the message.
+    value: the hyperparameter.
+    schedule: whether a callable (an optax schedule) is a legal value.
+
+  Raises:
+    TypeError: for None, a bool, a callable where no schedule is allowed, or
+      anything that is not numeric.
+    ValueError: for a negative, NaN or infinite value.
+  """
+  if (schedule and callable(value)) or isinstance(value, jax.core.Tracer):
+    return
+  expected = "a finite number >= 0" + (" or an optax schedule" if schedule else "")
+  if value is None or isinstance(value, (bool, np.bool_, str, bytes)) or callable(value):
+    raise TypeError(f"{name}={value!r} must be {expected}.")
+  try:
+    array = np.asarray(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"{name}={value!r} must be {expected}.") from None
+  if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    raise TypeError(f"{name}={value!r} must be {expected}.")
+  if not np.all(np.isfinite(array)) or np.any(array < 0):
+    raise ValueError(f"{name}={value!r} must be {expected}.")
+
+
 def ascent(
     ascent_scale: jax.typing.ArrayLike = 1.0,
     retain_scale: jax.typing.ArrayLike = 0.0,
@@ -89,6 +128,10 @@ def ascent(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with an empty state.
 
+  Raises:
+    TypeError: when a scale is None, a bool, a callable or not numeric.
+    ValueError: when a concrete scale is negative or not finite.
+
   Examples:
     >>> import jax.numpy as jnp, optax, ieu_jax
     >>> ga = optax.chain(ieu_jax.ascent(), optax.sgd(0.1))
@@ -97,6 +140,8 @@ def ascent(
     >>> updates
     Array([ 0.1, -0.1], dtype=float32)
   """
+  _check_nonnegative("ascent_scale", ascent_scale)
+  _check_nonnegative("retain_scale", retain_scale)
 
   def init_fn(params):
     del params
@@ -142,7 +187,12 @@ def decoupled_weight_decay(
 
   Returns:
     An ``optax.GradientTransformation``.
+
+  Raises:
+    TypeError: when ``weight_decay`` is None, a bool or not numeric.
+    ValueError: when a concrete ``weight_decay`` is negative or not finite.
   """
+  _check_nonnegative("weight_decay", weight_decay, schedule=True)
   return optax.add_decayed_weights(weight_decay, mask)
 
 
@@ -171,7 +221,12 @@ def add_weight_noise(
 
   Returns:
     An ``optax.GradientTransformation`` with a :class:`WeightNoiseState`.
+
+  Raises:
+    TypeError: when ``noise_std`` is None, a bool or not numeric.
+    ValueError: when a concrete ``noise_std`` is negative or not finite.
   """
+  _check_nonnegative("noise_std", noise_std, schedule=True)
 
   def init_fn(params):
     del params
@@ -223,7 +278,8 @@ def ieu_transform(
   GA+Decay: ``noise_std=0``).
 
   Args:
-    learning_rate: ``eta``, a scalar or an optax schedule.
+    learning_rate: ``eta``, a scalar ``>= 0`` (0 moves nothing but the noise)
+      or an optax schedule.
     ascent_scale: ``alpha_f``.
     retain_scale: ``alpha_r`` (0: IEU needs no retain data).
     weight_decay: ``lambda``, decoupled: the weights shrink by ``eta * lambda``.
@@ -234,6 +290,12 @@ def ieu_transform(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
 
+  Raises:
+    TypeError: when a hyperparameter is None, a bool or not numeric (a callable
+      is a schedule only for ``learning_rate``, ``weight_decay`` and
+      ``noise_std``).
+    ValueError: when a concrete hyperparameter is negative or not finite.
+
   Examples:
     >>> import jax, jax.numpy as jnp, optax, ieu_jax
     >>> tx = ieu_jax.ieu_transform(0.1, weight_decay=0.5)
@@ -243,6 +305,7 @@ def ieu_transform(
     >>> optax.apply_updates(params, updates)['w']
     Array([1.05, 0.95], dtype=float32)
   """
+  _check_nonnegative("learning_rate", learning_rate, schedule=True)
   return optax.chain(
       ascent(ascent_scale, retain_scale),
       decoupled_weight_decay(weight_decay),

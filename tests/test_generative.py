@@ -119,12 +119,12 @@ def test_generator_rcd_is_the_engine_with_the_documented_keys(formulation):
   noise = jax.random.key_data(jax.random.key(7))
   protocol = ieu_jax.RelearnProtocol(optimizer="adam", learning_rates=0.05, batch_size=4,
                                      max_steps=30, eval_every=5, num_trajectories=2,
-                                     threshold=101.0, formulation=formulation)
+                                     stop_when_done=False, formulation=formulation)
   data = (problem.forget.x, problem.forget.y)
   key = jax.random.key(3)
   res = ieu_jax.relearn(problem.original, None, data, protocol, key, objective=objective,
                         evaluation=rate, eval_data=(classifier, noise))
-  assert res.censored.all() and res.stopped_at == 30  # a rate of 101% is never met
+  assert res.stopped_at == 30  # every trajectory runs the whole budget
   tx = optax.adam(0.05)
   for k in range(2):
     tkey = jax.random.fold_in(key, k)
@@ -144,8 +144,8 @@ def test_generator_rcd_is_the_engine_with_the_documented_keys(formulation):
   # reachable threshold the first hit is the first grid point at or above it.
   assert len(set(res.accuracy[0])) > 1
   threshold = float(np.max(res.accuracy))
-  hit = ieu_jax.relearn(problem.original, None, data,
-                        dataclasses.replace(protocol, threshold=threshold), key,
+  reachable = dataclasses.replace(protocol, threshold=threshold, stop_when_done=True)
+  hit = ieu_jax.relearn(problem.original, None, data, reachable, key,
                         objective=objective, evaluation=rate, eval_data=(classifier, noise))
   for k in range(2):
     above = np.flatnonzero(res.accuracy[k] >= threshold)

@@ -1,5 +1,7 @@
 """Metrics against answers known in advance."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,3 +71,73 @@ def test_accuracy_and_confidence_match_numpy_across_chunks():
     np.testing.assert_allclose(conf, p[np.arange(37), y], rtol=1e-5)
   with pytest.raises(ValueError, match="37 vs 36"):
     ieu_jax.accuracy(apply, jnp.asarray(w), jnp.asarray(x), jnp.asarray(y[:36]))
+
+
+def _linear(x):
+  return x @ jnp.ones((x.shape[1], 3))  # three classes
+
+
+_X = jnp.ones((5, 4))
+
+
+@pytest.mark.parametrize("metric", [ieu_jax.accuracy, ieu_jax.true_class_confidence])
+@pytest.mark.parametrize(
+    "inputs,labels,kwargs,message",
+    [(_X, jnp.array([0, 1, 2, 3, 0]), {}, "labels[3]=3 is not a class of the 3 logits"),
+     (_X, jnp.array([0, -1, 2, 1, 0]), {}, "labels[1]=-1 is not a class of the 3 logits"),
+     (_X, np.array([0, 1, 2, 1, 7]), {}, "labels[4]=7 is not a class of the 3 logits"),
+     (_X[:0], jnp.zeros((0,), jnp.int32), {}, "inputs is empty (shape (0, 4))"),
+     (_X, jnp.zeros((5, 1), jnp.int32), {}, "labels must be a 1-D array of integer classes; got"
+      " shape (5, 1)"),
+     (_X, jnp.zeros((5,)), {}, "dtype float32"),
+     (_X, jnp.zeros((4,), jnp.int32), {}, "differ in length: 5 vs 4"),
+     (_X, jnp.zeros((5,), jnp.int32), dict(batch_size=0), "batch_size=0 must be"),
+     (_X, jnp.zeros((5,), jnp.int32), dict(batch_size=True), "batch_size=True must be")],
+)
+def test_labelled_metrics_refuse_bad_input_by_name(metric, inputs, labels, kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    metric(lambda w, x: _linear(x), None, inputs, labels, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "inputs,batch_size,message",
+    [(_X, 0, "batch_size=0 must be a positive integer"),
+     (_X, -2, "batch_size=-2 must be a positive integer"),
+     (_X, 2.0, "batch_size=2.0 must be a positive integer"),
+     (_X[:0], 8, "inputs is empty (shape (0, 4))")],
+)
+def test_predict_refuses_bad_input_by_name(inputs, batch_size, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    ieu_jax.predict(lambda w, x: _linear(x), None, inputs, batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    "retain,test,forget,kwargs,message",
+    [(np.zeros(0), np.ones(3), np.ones(3), {}, "retain_conf must be a non-empty"),
+     (np.ones(3), np.zeros(0), np.ones(3), {}, "test_conf must be a non-empty"),
+     (np.ones(3), np.ones(3), np.zeros(0), {}, "forget_conf must be a non-empty"),
+     (np.array([1.0, np.nan]), np.ones(3), np.ones(3), {}, "retain_conf holds non-finite"),
+     (np.ones(3), np.ones((3, 2)), np.ones(3), {}, "feature widths differ"),
+     (np.ones(3), np.ones(3), np.ones(3), dict(max_per_class=0), "max_per_class=0 must be"),
+     (np.ones(3), np.ones(3), np.ones(3), dict(max_per_class=-1), "max_per_class=-1 must be"),
+     (np.ones(3), np.ones(3), np.ones(3), dict(max_per_class=True), "max_per_class=True must be")],
+)
+def test_mia_efficacy_refuses_bad_input_by_name(retain, test, forget, kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    ieu_jax.mia_efficacy(retain, test, forget, **kwargs)
+
+
+_ROW = {"UA": 1.0, "RA": 2.0, "TA": 3.0, "MIA": 4.0}
+
+
+@pytest.mark.parametrize(
+    "row,reference,keys,error,message",
+    [({"UA": 1.0, "RA": 2.0, "TA": 3.0}, _ROW, ("UA", "RA", "TA", "MIA"), KeyError,
+      "row lacks the key(s) ['MIA']"),
+     (_ROW, {"UA": 1.0}, ("UA", "RA"), KeyError, "reference lacks the key(s) ['RA']"),
+     (_ROW, _ROW, ("UA", "VA"), KeyError, "row lacks the key(s) ['VA']"),
+     (_ROW, _ROW, (), ValueError, "keys=[] is empty")],
+)
+def test_avg_gap_refuses_missing_keys_by_name(row, reference, keys, error, message):
+  with pytest.raises(error, match=re.escape(message)):
+    ieu_jax.avg_gap(row, reference, keys)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -273,6 +274,44 @@ def test_bad_input_is_named():
     ieu_jax.RelearnProtocol(max_steps=10, eval_every=3)
   with pytest.raises(ValueError, match="learning_rates"):
     ieu_jax.RelearnProtocol(learning_rates=(0.1, -1.0))
+
+
+@pytest.mark.parametrize(
+    "fields,bad",
+    [(dict(threshold=150.0), "threshold=150.0"),
+     (dict(threshold=-1), "threshold=-1"),
+     (dict(threshold=math.nan), "threshold=nan"),
+     (dict(threshold=True), "threshold=True"),
+     (dict(criterion="loss", threshold=-0.1), "threshold=-0.1"),
+     (dict(criterion="loss", threshold=math.inf), "threshold=inf"),
+     (dict(momentum=-0.5), "momentum=-0.5"),
+     (dict(momentum=1.0), "momentum=1.0"),
+     (dict(momentum=math.nan), "momentum=nan"),
+     (dict(momentum=None), "momentum=None"),
+     (dict(learning_rates=math.inf), "learning_rates=inf"),
+     (dict(learning_rates=(0.1, math.nan)), "learning_rates=(0.1, nan)"),
+     (dict(learning_rates=()), "learning_rates=()"),
+     (dict(learning_rates="0.1"), "learning_rates='0.1'"),
+     (dict(learning_rates=True), "learning_rates=True"),
+     (dict(batch_size=True), "batch_size=True"),
+     (dict(max_steps=True, eval_every=1), "max_steps=True"),
+     (dict(num_trajectories=False), "num_trajectories=False"),
+     (dict(eval_every=True), "eval_every=True"),
+     (dict(probe_every=True), "probe_every=True"),
+     (dict(batch_size=0), "batch_size=0"),
+     (dict(stop_when_done=1), "stop_when_done=1")],
+)
+def test_protocol_refuses_bad_fields_by_name(fields, bad):
+  with pytest.raises(ValueError, match=re.escape(bad) + " must be"):
+    ieu_jax.RelearnProtocol(**fields)
+
+
+def test_protocol_accepts_the_edges_of_its_ranges():
+  for fields in (dict(threshold=0), dict(threshold=100), dict(threshold=np.float32(90)),
+                 dict(criterion="loss", threshold=0.0), dict(criterion="loss", threshold=1e3),
+                 dict(momentum=0.0), dict(momentum=0.99), dict(batch_size=np.int64(8)),
+                 dict(learning_rates=[0.1, 0.2]), dict(learning_rates=np.float64(1e-3))):
+    ieu_jax.RelearnProtocol(**fields)
 
 
 @pytest.mark.parametrize("formulation", ["map_scan", "vmap_scan", "sequential"])

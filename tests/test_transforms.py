@@ -1,5 +1,7 @@
 """IEU's optax transformations: closed forms, noise statistics, keys, composition."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -58,6 +60,44 @@ def test_retain_grads_of_another_structure_is_an_error():
   p = {"a": jnp.ones(3)}
   with pytest.raises(ValueError, match="structure"):
     tx.update(p, tx.init(p), p, retain_grads={"b": jnp.ones(3)})
+
+
+_NAN, _INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "builder,name,value,error",
+    [(ieu_jax.ieu_transform, "learning_rate", v, e)
+     for v, e in [(None, TypeError), (True, TypeError), ("0.1", TypeError), (-0.1, ValueError),
+                  (_NAN, ValueError), (_INF, ValueError), (np.float32(-1), ValueError),
+                  (jnp.asarray([0.1, -0.1]), ValueError)]]
+    + [(ieu_jax.ieu_transform, name, v, e)
+       for name in ("ascent_scale", "retain_scale", "weight_decay", "noise_std")
+       for v, e in [(None, TypeError), (-0.5, ValueError), (_NAN, ValueError), (-_INF, ValueError)]]
+    + [(ieu_jax.ascent, "ascent_scale", -1.0, ValueError),
+       (ieu_jax.ascent, "ascent_scale", lambda count: 1.0, TypeError),
+       (ieu_jax.ascent, "retain_scale", _INF, ValueError),
+       (ieu_jax.decoupled_weight_decay, "weight_decay", -1e-4, ValueError),
+       (ieu_jax.add_weight_noise, "noise_std", jnp.asarray(-0.01), ValueError),
+       (ieu_jax.add_weight_noise, "noise_std", False, TypeError)],
+)
+def test_builders_refuse_bad_hyperparameters_by_name(builder, name, value, error):
+  kwargs = {name: value}
+  if builder is ieu_jax.ieu_transform and name != "learning_rate":
+    kwargs["learning_rate"] = 0.1
+  with pytest.raises(error, match=re.escape(f"{name}={value!r} must be a finite number >= 0")):
+    builder(**kwargs)
+
+
+def test_builders_accept_what_is_known_only_when_the_step_runs():
+  params = jnp.ones(3)
+  # A zero learning rate moves nothing; schedules are called at each step.
+  for tx in (ieu_jax.ieu_transform(0.0), ieu_jax.ieu_transform(
+      optax.constant_schedule(0.1), weight_decay=lambda count: 0.0, noise_std=lambda count: 0.0)):
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert np.all(np.isfinite(updates))
+  # Traced values are not checked (a negative one is the caller's business).
+  jax.jit(lambda lr: ieu_jax.ieu_transform(lr, weight_decay=-lr).init(params))(-1.0)
 
 
 def _noise_samples(noise_std, n=40_000, key=0):
@@ -326,6 +366,21 @@ def test_unlearn_step_refuses_ambiguous_arguments():
     ieu_jax.make_unlearn_step(None, tx)
   with pytest.raises(ValueError, match="max_grad_norm"):
     ieu_jax.make_unlearn_step(apply_fn, tx, max_grad_norm=0.0)
+
+
+@pytest.mark.parametrize(
+    "build,error,message",
+    [(lambda f, bound=bound: ieu_jax.make_unlearn_step(
+         f, ieu_jax.ieu_transform(0.1), max_grad_norm=bound),
+      ValueError, f"max_grad_norm={bound!r}: use None")
+     for bound in (0.0, -1.0, _NAN, _INF, True, "1")]
+    + [(lambda f: ieu_jax.make_unlearn_step(f, ieu_jax.ieu_transform), TypeError,
+        "tx=<function ieu_transform"),
+       (lambda f: ieu_jax.make_train_step(f, None), TypeError, "tx=None must be")],
+)
+def test_step_builders_refuse_bad_arguments_by_name(build, error, message):
+  with pytest.raises(error, match=re.escape(message)):
+    build(lambda w, x: x @ w)
 
 
 def test_clip_by_norm_is_the_one_formula():
