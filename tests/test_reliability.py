@@ -1,0 +1,209 @@
+"""Reliability: every bad input refused before any work, by name; finished work kept;
+no number that depends on an unrelated choice; a killed run resumes to the same table.
+
+The end-to-end runs use a tiny config (the bundled 8x8 digits, a small CNN, short
+training and relearning) so that each takes seconds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.configs import fashion_mnist
+from ieu_jax import experiment
+from ieu_jax import methods as methods_lib
+from ieu_jax.generative import experiment as gen_experiment
+from experiments.configs import ddpm_fashion_mnist
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(methods="Retrain,FT,GA,IEU"):
+  c = fashion_mnist.get_config("small")
+  c.methods = methods
+  c.data.name = "digits"
+  c.data.max_test = 300
+  c.model.features = (8,)
+  c.model.hidden = 32
+  c.train.epochs = 4
+  c.method.FT.epochs = 1
+  c.method.GA.epochs = 1
+  c.method.IEU.epochs = 1
+  c.rcd.max_steps = 8
+  c.rcd.num_trajectories = 2
+  c.rcd.relearn_size = 32
+  c.eval.mia_max_per_class = 200
+  return c
+
+
+def _overrides():
+  """``(path, value, what the message must say)``: one bad value per config section."""
+  return [
+      ("seed", -1, "config.seed=-1"),
+      ("methods", "", "names no method"),
+      ("methods", "Retrain,XX", "unknown method 'XX'"),
+      ("data.val_size", 1.5, "val_size=1.5 must be in [0, 1)"),
+      ("data.max_train", 0, "max_train=0 must be a positive integer"),
+      ("forget.mode", "some", "mode='some': expected one of"),
+      ("forget.fraction", 0.0, "fraction=0.0 must be in (0, 1)"),
+      ("model.hidden", 0, "config.model: hidden=0"),
+      ("model.name", "vit", "name='vit' is unknown"),
+      ("train.epochs", 0, "config.train: epochs=0 must be a positive integer"),
+      ("train.learning_rate", float("nan"), "learning_rate=nan must be a finite positive"),
+      ("train.batch_size", 0, "config.train: batch_size=0"),
+      ("train.optimizer", "rmsprop", "optimizer='rmsprop'"),
+      ("eval.batch_size", 0, "config.eval: batch_size=0"),
+      ("eval.mia_max_per_class", 0, "mia_max_per_class=0"),
+      ("rcd.max_steps", 0, "config.rcd: max_steps=0"),
+      ("rcd.relearn_size", 0, "relearn_size=0"),
+      ("rcd.eval_every", 3, "max_steps=40 is not a multiple of eval_every=3"),
+      ("rcd.momentum", -0.5, "momentum=-0.5 must be in [0, 1)"),
+      ("rcd.criterion", "auc", "criterion='auc'"),
+      ("rcd.tolerance", -1.0, "tolerance=-1.0"),
+      ("rcd.formulation", "pmap", "formulation='pmap'"),
+      ("method.GA.learning_rate", -0.003, "GA: learning_rate=-0.003 must be a finite positive"),
+      ("method.GA.epochs", 0, "GA: epochs=0"),
+      ("method.IEU.noise_std", -1e-3, "IEU: noise_std=-0.001 must be a finite number >= 0"),
+      ("method.IEU.weight_decay", float("inf"), "IEU: weight_decay=inf"),
+      ("method.FT.batch_size", 0, "FT: batch_size=0"),
+      ("method.FT.momentum", 1.0, "FT: momentum=1.0 must be in [0, 1)"),
+  ]
+
+
+def _set(config, path, value):
+  *parents, leaf = path.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  with config.unlocked():
+    node[leaf] = value
+
+
+@pytest.mark.parametrize("path,value,says", _overrides())
+def test_bad_values_are_refused_before_any_work(tmp_path, path, value, says):
+  config = fashion_mnist.get_config("small")
+  if path.startswith("method.") and "GA" not in config.methods:
+    config.methods = "Retrain,FT,GA,IEU"
+  _set(config, path, value)
+  start = time.perf_counter()
+  with pytest.raises((ValueError, TypeError), match=_escape(says)):
+    experiment.run_experiment(config, str(tmp_path))
+  assert time.perf_counter() - start < 10.0  # refused before loading or training anything
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_generative_bad_values_are_refused_before_any_work(tmp_path):
+  for path, value, says in [("train.epochs", 0, "config.train: epochs=0"),
+                            ("forget_class", -2, "config.forget_class=-2"),
+                            ("diffusion.beta_end", 2.0, "beta_end=2.0 must be in (0, 1)"),
+                            ("rcd.threshold_fraction", 0.0, "threshold_fraction=0.0"),
+                            ("method.IEU.noise_std", -1.0, "IEU: noise_std=-1.0"),
+                            ("unet.channels", (), "channels=()")]:
+    config = ddpm_fashion_mnist.get_config("small")
+    _set(config, path, value)
+    with pytest.raises((ValueError, TypeError), match=_escape(says)):
+      gen_experiment.run_generative(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_a_misspelt_hyperparameter_names_itself_and_the_valid_keys():
+  with pytest.raises(ValueError, match=r"RL: unknown hyperparameter\(s\) \['exclude_True'\];"
+                     r" valid keys are \[.*'exclude_true'"):
+    methods_lib.hparams("RL", {"epochs": 1, "learning_rate": 0.1, "exclude_True": True})
+
+
+def _escape(text):
+  import re  # pylint: disable=g-import-not-at-top
+  return re.escape(text)
+
+
+def _run_binary(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "experiments.unlearn", *args], cwd=_ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_the_binary_says_one_line_and_exits_non_zero(tmp_path):
+  out = _run_binary("--config=experiments/configs/fashion_mnist.py:small",
+                    f"--workdir={tmp_path}", "--config.method.GA.learning_rate=-0.003")
+  assert out.returncode == 1
+  lines = [l for l in out.stderr.splitlines() if l and not l[:1] in "IW"]  # absl log lines
+  assert lines == ["error: GA: learning_rate=-0.003 must be a finite positive number."]
+  assert "Traceback" not in out.stderr
+
+
+def _copy_models(src, dst):
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(os.path.join(src, "checkpoints"), os.path.join(dst, "checkpoints"))
+
+
+def _rows(results):
+  skip = ("runtime_s",)
+  return {m["name"]: {k: v for k, v in m.items() if k not in skip} for m in results["methods"]}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reliability_full"))
+  return workdir, experiment.run_experiment(_tiny(), workdir)
+
+
+@pytest.mark.slow
+def test_a_method_gives_the_same_row_alone_and_in_a_longer_list(full_run, tmp_path):
+  workdir, results = full_run
+  _copy_models(workdir, str(tmp_path))
+  alone = experiment.run_experiment(_tiny("Retrain,IEU"), str(tmp_path))
+  assert _rows(alone)["IEU"] == _rows(results)["IEU"]
+  assert _rows(alone)["Retrain"] == _rows(results)["Retrain"]
+
+
+@pytest.mark.slow
+def test_a_failing_method_is_reported_and_the_others_are_kept(full_run, tmp_path, monkeypatch):
+  workdir, results = full_run
+  _copy_models(workdir, str(tmp_path))
+  ft = methods_lib.REGISTRY["FT"]
+
+  def broken(*args, **kwargs):
+    raise ZeroDivisionError("integer division or modulo by zero")
+
+  monkeypatch.setitem(methods_lib.REGISTRY, "FT", ft._replace(unlearn=broken))
+  out = experiment.run_experiment(_tiny(), str(tmp_path))
+  assert out["failed"] == [{"name": "FT",
+                            "error": "ZeroDivisionError: integer division or modulo by zero"}]
+  want = _rows(results)
+  assert _rows(out) == {k: v for k, v in want.items() if k != "FT"}
+  assert "| FT | failed: ZeroDivisionError" in open(tmp_path / "results.md").read()
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_the_methods_phase_resumes_to_the_same_table(full_run, tmp_path):
+  workdir, results = full_run
+  config = ("--config=experiments/configs/fashion_mnist.py:small", "--config.methods=Retrain,FT,GA,IEU",
+            "--config.data.name=digits", "--config.data.max_test=300",
+            "--config.model.features=(8,)", "--config.model.hidden=32", "--config.train.epochs=4",
+            "--config.method.FT.epochs=1", "--config.method.GA.epochs=1",
+            "--config.method.IEU.epochs=1", "--config.rcd.max_steps=8",
+            "--config.rcd.num_trajectories=2", "--config.rcd.relearn_size=32",
+            "--config.eval.mia_max_per_class=200", f"--workdir={tmp_path}")
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.unlearn", *config], cwd=_ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  rows_dir = tmp_path / "methods"
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if rows_dir.exists() and len(os.listdir(rows_dir)) >= 2:  # Retrain and FT are done
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert (tmp_path / ".lock").exists() and not (tmp_path / "results.json").exists()
+  out = _run_binary(*config)  # takes the stale lock over, reuses models and finished rows
+  assert out.returncode == 0, out.stderr[-2000:]
+  resumed = json.load(open(tmp_path / "results.json"))
+  assert _rows(resumed) == _rows(results)
+  assert resumed["original"] == results["original"]
