@@ -105,3 +105,17 @@ def test_result_flags():
   assert pipeline.result_flags(ref, ref, utility="RA", margin=20, what="x") == []
   assert math.isnan(pipeline.aggregate([{"methods": [{"name": "a", "UA": None, "rcd": {}}]}],
                                        fields=("UA",))["a"]["UA"][0])
+
+
+def test_batch_caps_are_logged_and_recorded(caplog):
+  caps = pipeline.batch_caps({"train.batch_size": (100_000, 990), "rcd.batch_size": (32, 64)})
+  assert caps == [{"what": "train.batch_size", "batch_size": 100_000, "examples": 990,
+                   "used": 990}]
+
+
+def test_method_keys_depend_on_the_name_and_index_only():
+  root = jax.random.key(0)
+  key = lambda *a: jax.random.key_data(pipeline.method_key(root, 3, *a)).tolist()
+  assert key("IEU") == key("IEU") != key("GA")
+  assert key("IEU", 1) != key("IEU", 0)
+  assert key("IEU") != jax.random.key_data(pipeline.method_key(root, 4, "IEU")).tolist()
