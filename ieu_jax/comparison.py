@@ -143,6 +143,12 @@ def sweep(
   Each run has its own workdir (``workdir/<scenario>/seed<k>``), so an interrupted
   sweep resumes from its checkpoints. Returns ``{scenario: [results per seed]}``.
   """
+  if not scenarios or not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"scenarios={list(scenarios)}, seeds={list(seeds)}: give at least one"
+                     " scenario and one seed, each seed once.")
+  for scenario in scenarios:  # every cell is checked before any work
+    for seed in seeds:
+      experiment.validate_config(scenario_config(config, scenario, seed))
   runs = {}
   for scenario in scenarios:
     runs[scenario] = []

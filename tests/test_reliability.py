@@ -207,3 +207,13 @@ def test_a_run_killed_in_the_methods_phase_resumes_to_the_same_table(full_run, t
   resumed = json.load(open(tmp_path / "results.json"))
   assert _rows(resumed) == _rows(results)
   assert resumed["original"] == results["original"]
+
+
+def test_a_sweep_checks_every_cell_before_any_work(tmp_path):
+  from ieu_jax import comparison  # pylint: disable=g-import-not-at-top
+  config = fashion_mnist.get_config("small")
+  with pytest.raises(ValueError, match="unknown scenario 'random90'"):
+    comparison.sweep(config, str(tmp_path), ["random10", "random90"], [0])
+  with pytest.raises(ValueError, match="config.seed=-1"):
+    comparison.sweep(config, str(tmp_path), ["random10"], [0, -1])
+  assert not os.path.exists(tmp_path / "random10")
