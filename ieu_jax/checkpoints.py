@@ -1,22 +1,59 @@
-"""Saving and restoring params pytrees with orbax-checkpoint.
+"""Saving, restoring and verifying params pytrees with orbax-checkpoint.
 
 Orbax writes into a temporary directory and renames it when complete, so a run
 killed while saving never leaves a half-written checkpoint that a rerun would
 mistake for a finished one. Saving is synchronous: a failed save (an unwritable
 directory, a full disk) raises at once, naming the path.
+
+What orbax cannot tell, damaged bytes in an array's data file, :func:`checksum`
+can: :func:`restore_params` compares the restored params with the checksum
+recorded when they were saved, and raises :class:`CorruptCheckpointError` for a
+checkpoint that does not read back as saved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-__all__ = ["exists", "restore_params", "save_params"]
+__all__ = ["CorruptCheckpointError", "checksum", "exists", "restore_params", "save_params"]
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint that does not read back as it was saved.
+
+  Attributes:
+    path: the checkpoint's directory.
+    reason: what is wrong with it.
+  """
+
+  def __init__(self, path: str | os.PathLike, reason: str,
+               advice: str = "delete it to retrain"):
+    self.path = os.fspath(path)
+    self.reason = reason
+    super().__init__(f"checkpoint {self.path} is corrupt ({reason}); {advice}")
+
+
+def checksum(params: Any) -> str:
+  """SHA-256 hex digest of every leaf of ``params``, in tree order.
+
+  Each leaf contributes its dtype, its shape and its bytes (C order), so a
+  changed value, shape, dtype or leaf count changes the digest; the tree's key
+  names do not enter. The leaves are copied to the host as NumPy arrays.
+  """
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{a.dtype.name}{a.shape}{a.nbytes};".encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -93,15 +130,35 @@ def save_params(path: str | os.PathLike, params: Any) -> None:
     raise OSError(f"could not save checkpoint {path}: {_describe(e)}") from e
 
 
-def restore_params(path: str | os.PathLike, like: Any) -> Any:
+def restore_params(path: str | os.PathLike, like: Any, expected_checksum: str | None = None) -> Any:
   """Restores params with the structure, shapes and dtypes of ``like``.
+
+  Args:
+    path: the checkpoint's directory.
+    like: a pytree of the params' shapes and dtypes (``jax.eval_shape``).
+    expected_checksum: the :func:`checksum` recorded when the params were saved;
+      ``None`` skips the comparison.
 
   Raises:
     FileNotFoundError: when no checkpoint is at ``path``.
+    CorruptCheckpointError: when its files cannot be read (missing, truncated,
+      damaged) or the restored params' checksum is not ``expected_checksum``.
   """
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no checkpoint at {path}.")
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  with _quiet(), _checkpointer(ocp.options.MultiprocessingOptions()) as ckpt:
-    return ckpt.restore(path, args=ocp.args.StandardRestore(abstract))
+  try:
+    with _quiet(), _checkpointer(ocp.options.MultiprocessingOptions()) as ckpt:
+      params = ckpt.restore(path, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # pylint: disable=broad-except  (narrowed by _is_file_error)
+    if not _is_file_error(e):
+      raise
+    raise CorruptCheckpointError(path, f"restoring it failed: {_describe(e)}") from e
+  if expected_checksum is not None:
+    got = checksum(params)
+    if got != expected_checksum:
+      raise CorruptCheckpointError(
+          path, f"its checksum {got[:16]}... is not the {expected_checksum[:16]}... "
+          "recorded when it was saved")
+  return params

@@ -1,5 +1,6 @@
-"""Checkpoints: saves that fail at once."""
+"""Checkpoints: checksums, corrupt caches retrained or refused, saves that fail at once."""
 
+import json
 import os
 import re
 import subprocess
@@ -9,10 +10,16 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from absl import logging
 
 from ieu_jax import checkpoints
 from ieu_jax import pipeline
+
+# Orbax leaves unawaited coroutines behind when a read fails.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _params(seed=0):
   # Random bits: incompressible, so zstd stores them as they are in the checkpoint's
@@ -29,6 +36,156 @@ class _Trainer:
   def __call__(self):
     self.calls += 1
     return _params()
+
+
+def _files(path):
+  return [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
+
+
+def _largest_file(path):
+  return max(_files(path), key=os.path.getsize)
+
+
+def _flip(path):
+  """XORs 256 bytes in the middle of the checkpoint's largest file (its array data)."""
+  target = _largest_file(path)
+  data = bytearray(open(target, "rb").read())
+  start = len(data) // 3
+  for i in range(start, start + 256):
+    data[i] ^= 0x5A
+  with open(target, "wb") as f:
+    f.write(data)
+
+
+def _truncate(path):
+  target = _largest_file(path)
+  os.truncate(target, os.path.getsize(target) // 2)
+
+
+def _delete(path):
+  os.remove(_largest_file(path))
+
+
+def _delete_metadata(path):
+  os.remove(os.path.join(path, "_METADATA"))
+
+
+def _delete_record(path):
+  os.remove(path + ".json")
+
+
+def _garble_record(path):
+  with open(path + ".json", "w") as f:
+    f.write('{"training_time_s": 1.')
+
+
+def _record_without_checksum(path):
+  with open(path + ".json", "w") as f:
+    json.dump({"training_time_s": 1.0}, f)
+
+
+def _other_checksum(path):
+  with open(path + ".json") as f:
+    record = json.load(f)
+  record["checksum"] = checkpoints.checksum(jax.tree.map(lambda x: x + 1, _params()))
+  with open(path + ".json", "w") as f:
+    json.dump(record, f)
+
+
+_CORRUPTIONS = {
+    "flipped data bytes": (_flip, "checksum"),
+    "truncated data file": (_truncate, "restoring it failed"),
+    "deleted data file": (_delete, "restoring it failed"),
+    "deleted _METADATA": (_delete_metadata, "restoring it failed"),
+    "deleted record": (_delete_record, "is missing"),
+    "garbled record": (_garble_record, "is unreadable"),
+    "record without checksum": (_record_without_checksum, "has no checksum"),
+    "checksum mismatch": (_other_checksum, "checksum"),
+}
+
+
+def _cached(tmp_path, train, **kwargs):
+  return pipeline.cached_train(str(tmp_path), "m", "abc", jax.eval_shape(_params), train, **kwargs)
+
+
+@pytest.fixture
+def saved(tmp_path):
+  """A model trained and saved through cached_train: (its path, the trainer)."""
+  train = _Trainer()
+  first = _cached(tmp_path, train)
+  assert not first.restored and train.calls == 1
+  path = str(tmp_path / "checkpoints" / "m-abc")
+  with open(path + ".json") as f:
+    assert json.load(f)["checksum"] == checkpoints.checksum(_params())
+  return path, train
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+  """The messages of absl warnings logged while the test runs."""
+  logged = []
+  monkeypatch.setattr(logging, "warning", lambda msg, *args: logged.append(msg % args))
+  return logged
+
+
+def test_checksum_covers_values_shapes_and_dtypes():
+  p = _params()
+  assert checkpoints.checksum(p) == checkpoints.checksum(jax.tree.map(np.asarray, p))
+  assert re.fullmatch(r"[0-9a-f]{64}", checkpoints.checksum(p))
+  others = [
+      {"w": p["w"], "b": p["b"].at[3].add(1e-6)},
+      {"w": p["w"].reshape(40, 32), "b": p["b"]},
+      {"w": p["w"], "b": p["b"].astype(jnp.int32)},
+      {"w": p["w"].astype(jnp.int32), "b": p["b"]},
+      {"w": p["w"]},
+  ]
+  assert len({checkpoints.checksum(p)} | {checkpoints.checksum(o) for o in others}) == 6
+
+
+def test_an_intact_checkpoint_restores_without_training(tmp_path, saved, warnings):
+  _, train = saved
+  again = _cached(tmp_path, train, strict=True)
+  assert again.restored and train.calls == 1 and not warnings
+  np.testing.assert_array_equal(again.params["w"], _params()["w"])
+
+
+def test_flipped_bytes_are_array_data_that_orbax_restores_silently(saved):
+  """Why the checksum: without it, the damaged file restores as other numbers."""
+  path, _ = saved
+  _flip(path)
+  restored = checkpoints.restore_params(path, jax.eval_shape(_params))
+  assert not np.array_equal(restored["w"], _params()["w"])
+  np.testing.assert_array_equal(restored["b"], _params()["b"])
+
+
+@pytest.mark.parametrize("corruption", list(_CORRUPTIONS))
+def test_a_corrupt_checkpoint_is_retrained_with_a_warning(tmp_path, saved, warnings, corruption):
+  path, train = saved
+  corrupt, reason = _CORRUPTIONS[corruption]
+  corrupt(path)
+  again = _cached(tmp_path, train)
+  assert not again.restored and train.calls == 2
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f"checkpoint {path} is corrupt (")
+  assert warnings[0].endswith("); retraining") and reason in warnings[0]
+  # The retrained model replaced it: restored, verified, no training.
+  third = _cached(tmp_path, train, strict=True)
+  assert third.restored and train.calls == 2 and len(warnings) == 1
+  np.testing.assert_array_equal(third.params["w"], _params()["w"])
+
+
+@pytest.mark.parametrize("corruption", list(_CORRUPTIONS))
+def test_a_corrupt_checkpoint_raises_when_strict(tmp_path, saved, warnings, corruption):
+  path, train = saved
+  corrupt, reason = _CORRUPTIONS[corruption]
+  corrupt(path)
+  with pytest.raises(checkpoints.CorruptCheckpointError) as info:
+    _cached(tmp_path, train, strict=True)
+  message = str(info.value)
+  assert message.startswith(f"checkpoint {path} is corrupt (")
+  assert message.endswith("); delete it to retrain") and reason in message
+  assert "\n" not in message  # TensorStore's specs are left to the chained cause
+  assert train.calls == 1 and not warnings
 
 
 def _save_within(path, seconds):
