@@ -96,7 +96,8 @@ def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
   return pipeline.cached_train(
       workdir, what, pipeline.fingerprint(config, what, _MODEL_PARTS),
       jax.eval_shape(init_fn, key),
-      lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what))
+      lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what),
+      strict=bool(config.get("strict_checkpoints", False)))
 
 
 def relearn_auc(result: _rcd.RelearnResult) -> float:

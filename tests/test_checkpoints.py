@@ -10,11 +10,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from absl import logging
 
 from ieu_jax import checkpoints
+from ieu_jax import experiment
 from ieu_jax import pipeline
 
 # Orbax leaves unawaited coroutines behind when a read fails.
@@ -186,6 +188,25 @@ def test_a_corrupt_checkpoint_raises_when_strict(tmp_path, saved, warnings, corr
   assert message.endswith("); delete it to retrain") and reason in message
   assert "\n" not in message  # TensorStore's specs are left to the chained cause
   assert train.calls == 1 and not warnings
+
+
+def test_the_classifier_pipeline_passes_strict_checkpoints(tmp_path):
+  init_fn = lambda key: {"w": jnp.zeros((64, 10))}
+  apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"]
+  data = type("D", (), {"x": jnp.zeros((8, 8, 8, 1)), "y": jnp.zeros(8, jnp.int32),
+                        "__len__": lambda self: 8})()
+  config = ml_collections.ConfigDict({
+      "seed": 3, "data": {"name": "digits"}, "forget": {"mode": "random"},
+      "model": {"name": "linear"},
+      "train": {"epochs": 1, "optimizer": "adam", "learning_rate": 0.1, "batch_size": 4},
+      "strict_checkpoints": True})
+  run = lambda: experiment._train_or_restore(str(tmp_path), config, "original", init_fn,
+                                             apply_fn, data, jax.random.key(0))
+  run()
+  (record,) = (tmp_path / "checkpoints").glob("original-*.json")
+  record.unlink()
+  with pytest.raises(checkpoints.CorruptCheckpointError, match="is missing"):
+    run()
 
 
 def _save_within(path, seconds):
