@@ -231,15 +231,30 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
   return flags
 
 
+# Config keys that say how a run treats its files, not what it computes: a finished
+# run is reused whatever they were.
+_OPERATIONAL_KEYS = ("strict_checkpoints",)
+
+
+def _computed(config: Any) -> Any:
+  """A config's JSON dictionary without its :data:`_OPERATIONAL_KEYS`."""
+  if not isinstance(config, dict):
+    return config
+  return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
+
+
 def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
+  """The results of a finished run of exactly ``config`` in ``run_dir``, else None.
+
+  Exactly: every key but ``strict_checkpoints``, which changes no number.
+  """
   path = os.path.join(run_dir, "results.json")
   try:
     with open(path) as f:
       results = json.load(f)
   except (OSError, ValueError):
     return None
-  same = results.get("config") == outputs.json_safe(config.to_dict())
+  same = _computed(results.get("config")) == _computed(outputs.json_safe(config.to_dict()))
   return results if same else None
 
 

@@ -105,3 +105,17 @@ def test_result_flags():
   assert pipeline.result_flags(ref, ref, utility="RA", margin=20, what="x") == []
   assert math.isnan(pipeline.aggregate([{"methods": [{"name": "a", "UA": None, "rcd": {}}]}],
                                        fields=("UA",))["a"]["UA"][0])
+
+
+def test_finished_run_is_the_same_config_whatever_its_strict_checkpoints(tmp_path):
+  c = _config()
+  c.strict_checkpoints = False
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump({"config": c.to_dict(), "value": 1}, f)
+  assert pipeline.finished_run(str(tmp_path), c)["value"] == 1
+  c.strict_checkpoints = True
+  assert pipeline.finished_run(str(tmp_path), c)["value"] == 1
+  older = _config()  # a run from before the key
+  assert pipeline.finished_run(str(tmp_path), older)["value"] == 1
+  c.seed = 4
+  assert pipeline.finished_run(str(tmp_path), c) is None
