@@ -161,6 +161,9 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   seed = config.get("seed")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
+  strict = config.get("strict_checkpoints", False)
+  if not isinstance(strict, bool):
+    raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
   sections = pipeline.validate_sections(config, _SECTIONS)
   _check_model(config.model)
   names = method_names(config)
@@ -199,7 +202,8 @@ def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
   return pipeline.cached_train(
       workdir, what, pipeline.fingerprint(config, what, _MODEL_PARTS),
       jax.eval_shape(init_fn, key),
-      lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what))
+      lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what),
+      strict=bool(config.get("strict_checkpoints", False)))
 
 
 def relearn_auc(result: _rcd.RelearnResult) -> float:

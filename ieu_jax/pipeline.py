@@ -94,8 +94,8 @@ class Trained(NamedTuple):
 
   Attributes:
     params: the weights.
-    seconds: training time (recorded beside the checkpoint when restored; NaN
-      when that record is missing).
+    seconds: training time (when restored, the one recorded beside the
+      checkpoint).
     restored: whether it came from the cache.
   """
 
@@ -104,12 +104,40 @@ class Trained(NamedTuple):
   restored: bool
 
 
+def _read_record(path: str) -> tuple[float, str]:
+  """The training time and checksum recorded beside the checkpoint ``path``.
+
+  Raises:
+    checkpoints.CorruptCheckpointError: when the record is missing, unreadable or
+      incomplete.
+  """
+  record = path + ".json"
+  try:
+    with open(record) as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    raise checkpoints.CorruptCheckpointError(path, f"its record {record} is missing") from None
+  except (OSError, ValueError) as e:
+    raise checkpoints.CorruptCheckpointError(
+        path, f"its record {record} is unreadable: {type(e).__name__}: {e}") from e
+  if not isinstance(saved, dict) or not isinstance(saved.get("checksum"), str):
+    raise checkpoints.CorruptCheckpointError(path, f"its record {record} has no checksum")
+  seconds = saved.get("training_time_s")
+  return (float(seconds) if isinstance(seconds, (int, float)) else math.nan), saved["checksum"]
+
+
 def cached_train(workdir: str, name: str, key: str, like: Any,
-                 train: Callable[[], Any]) -> Trained:
+                 train: Callable[[], Any], *, strict: bool = False) -> Trained:
   """Restores ``workdir/checkpoints/<name>-<key>``, or trains and saves it.
 
   Every process trains (the same numbers from the same keys) or restores;
-  process 0 alone writes the checkpoint and its training time.
+  process 0 alone writes the checkpoint and, beside it in ``<checkpoint>.json``,
+  its training time and :func:`checkpoints.checksum`.
+
+  A checkpoint is corrupt when its files cannot be restored, its record is
+  missing or unreadable, or the restored params do not match the recorded
+  checksum. A corrupt checkpoint is retrained (and overwritten) with a warning,
+  or, when ``strict``, raises.
 
   Args:
     workdir: the run's directory.
@@ -117,23 +145,31 @@ def cached_train(workdir: str, name: str, key: str, like: Any,
     key: its :func:`fingerprint`.
     like: a pytree of the params' shapes and dtypes (``jax.eval_shape``).
     train: trains the model when it is not cached.
+    strict: raise on a corrupt checkpoint instead of retraining.
+
+  Raises:
+    checkpoints.CorruptCheckpointError: when ``strict`` and the checkpoint is
+      corrupt ("checkpoint <path> is corrupt (<reason>); delete it to retrain").
+    OSError: when the checkpoint cannot be saved.
   """
-  path = os.path.join(workdir, "checkpoints", f"{name}-{key}")
+  path = os.path.abspath(os.path.join(workdir, "checkpoints", f"{name}-{key}"))
   if checkpoints.exists(path):
     logging.info("phase %s: restoring %s", name, path)
     try:
-      with open(path + ".json") as f:
-        seconds = float(json.load(f)["training_time_s"])
-    except (OSError, ValueError, KeyError):
-      seconds = math.nan
-    return Trained(checkpoints.restore_params(path, like), seconds, True)
+      seconds, expected = _read_record(path)
+      return Trained(checkpoints.restore_params(path, like, expected), seconds, True)
+    except checkpoints.CorruptCheckpointError as e:
+      if strict:
+        raise
+      logging.warning("checkpoint %s is corrupt (%s); retraining", e.path, e.reason)
   logging.info("phase %s: training", name)
   start = time.perf_counter()
   params = jax.block_until_ready(train())
   seconds = time.perf_counter() - start
   if outputs.is_writer():
     checkpoints.save_params(path, params)
-  outputs.write_json(path + ".json", {"training_time_s": seconds})
+    outputs.write_json(path + ".json",
+                       {"training_time_s": seconds, "checksum": checkpoints.checksum(params)})
   return Trained(params, seconds, False)
 
 
@@ -297,15 +333,30 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
   return flags
 
 
+# Config keys that say how a run treats its files, not what it computes: a finished
+# run is reused whatever they were.
+_OPERATIONAL_KEYS = ("strict_checkpoints",)
+
+
+def _computed(config: Any) -> Any:
+  """A config's JSON dictionary without its :data:`_OPERATIONAL_KEYS`."""
+  if not isinstance(config, dict):
+    return config
+  return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
+
+
 def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """The results of a finished run of exactly ``config`` in ``run_dir``, else None."""
+  """The results of a finished run of exactly ``config`` in ``run_dir``, else None.
+
+  Exactly: every key but ``strict_checkpoints``, which changes no number.
+  """
   path = os.path.join(run_dir, "results.json")
   try:
     with open(path) as f:
       results = json.load(f)
   except (OSError, ValueError):
     return None
-  same = results.get("config") == outputs.json_safe(config.to_dict())
+  same = _computed(results.get("config")) == _computed(outputs.json_safe(config.to_dict()))
   return results if same else None
 
 

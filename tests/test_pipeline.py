@@ -119,3 +119,17 @@ def test_method_keys_depend_on_the_name_and_index_only():
   assert key("IEU") == key("IEU") != key("GA")
   assert key("IEU", 1) != key("IEU", 0)
   assert key("IEU") != jax.random.key_data(pipeline.method_key(root, 4, "IEU")).tolist()
+
+
+def test_finished_run_is_the_same_config_whatever_its_strict_checkpoints(tmp_path):
+  c = _config()
+  c.strict_checkpoints = False
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump({"config": c.to_dict(), "value": 1}, f)
+  assert pipeline.finished_run(str(tmp_path), c)["value"] == 1
+  c.strict_checkpoints = True
+  assert pipeline.finished_run(str(tmp_path), c)["value"] == 1
+  older = _config()  # a run from before the key
+  assert pipeline.finished_run(str(tmp_path), older)["value"] == 1
+  c.seed = 4
+  assert pipeline.finished_run(str(tmp_path), c) is None

@@ -22,6 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Methods to run, comma-separated; Original and Retrain are always evaluated.
   c.methods = "FT,GA,SalUn,IEU"
   c.forget_class = 1  # Trouser
+  # A corrupt cached model (unreadable files, or weights that differ from the
+  # checksum recorded when saved): False retrains it with a warning, True raises.
+  c.strict_checkpoints = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"

@@ -17,6 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   # Methods to run, comma-separated (Retrain always runs: it is the reference).
   c.methods = "Retrain,FT,GA,IEU"
+  # A corrupt cached model (unreadable files, or weights that differ from the
+  # checksum recorded when saved): False retrains it with a warning, True raises.
+  c.strict_checkpoints = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"  # or 'digits', or 'tfds:<name>'

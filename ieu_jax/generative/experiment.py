@@ -226,6 +226,9 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   seed = config.get("seed")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
+  strict = config.get("strict_checkpoints", False)
+  if not isinstance(strict, bool):
+    raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
   forget_class = config.get("forget_class")
   if isinstance(forget_class, bool) or not isinstance(forget_class, int) or forget_class < 0:
     raise ValueError(f"config.forget_class={forget_class!r} must be an integer >= 0.")
@@ -279,10 +282,12 @@ def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSe
       hidden=int(config.classifier.hidden))
   c_key = jax.random.fold_in(root, _KEY_CLASSIFIER)
   c_hparams = config.classifier.to_dict()
+  strict = bool(config.get("strict_checkpoints", False))  # a corrupt checkpoint raises
   classifier = pipeline.cached_train(
       workdir, "classifier", pipeline.fingerprint(config, "classifier", ("data", "classifier")),
       jax.eval_shape(c_init, c_key),
-      lambda: retrain_lib.train_model(c_init, c_logits, train, c_hparams, c_key, "classifier"))
+      lambda: retrain_lib.train_model(c_init, c_logits, train, c_hparams, c_key, "classifier"),
+      strict=strict)
   predict = jax.jit(lambda p, x: jnp.argmax(c_logits(p, x), -1))
   features = jax.jit(c_features)
   test_acc = float(100.0 * np.mean(
@@ -318,10 +323,10 @@ def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSe
 
   original = pipeline.cached_train(
       workdir, "ddpm-original", pipeline.fingerprint(config, "original", parts), like,
-      train_gen(train, _KEY_ORIGINAL, "ddpm-original"))
+      train_gen(train, _KEY_ORIGINAL, "ddpm-original"), strict=strict)
   retrained = pipeline.cached_train(
       workdir, "ddpm-retrain", pipeline.fingerprint(config, f"retrain-{forget_class}", parts),
-      like, train_gen(fs.retain, _KEY_RETRAIN, "ddpm-retrain"))
+      like, train_gen(fs.retain, _KEY_RETRAIN, "ddpm-retrain"), strict=strict)
 
   problem = methods_lib.GenProblem(
       eps_fn=eps_fn, schedule=schedule, original=original.params, forget=fs.forget,
