@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -45,8 +45,8 @@ from ieu_jax import methods as methods_lib
 from ieu_jax import models
 from ieu_jax import outputs
 from ieu_jax import pipeline
+from ieu_jax import sections as sections_lib
 from ieu_jax import training
-from ieu_jax.hparams import HParams
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = [
@@ -68,104 +68,19 @@ __all__ = [
 _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS, _KEY_RCD = 1, 2, 3, 4
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataHParams(HParams):
-  """``config.data``: which data, and how much of it."""
-
-  name: str
-  data_dir: str | None = None
-  val_size: float = 0.1
-  max_train: int | None = None
-  max_test: int | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ForgetHParams(HParams):
-  """``config.forget``: the forget set (see :func:`ieu_jax.data.select_forget`)."""
-
-  mode: Literal["random", "class", "mislabel"] = "random"
-  fraction: float = 0.1
-  forget_class: int | None = None
-
-  def validate(self) -> None:
-    if self.mode == "class" and self.forget_class is None:
-      raise ValueError("ForgetHParams: mode='class' needs forget_class.")
-    if self.forget_class is not None and self.forget_class < 0:
-      raise ValueError(f"ForgetHParams: forget_class={self.forget_class} must be >= 0.")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainHParams(HParams):
-  """``config.train``: the original model's recipe (Retrain uses it on the retain set)."""
-
-  optimizer: Literal["adam", "sgd"] = "adam"
-  learning_rate: float
-  schedule: Literal["constant", "cosine"] = "constant"
-  weight_decay: float = 0.0
-  epochs: int
-  batch_size: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EvalHParams(HParams):
-  """``config.eval``: evaluation batches, the MIA's sample and the collapse flag."""
-
-  batch_size: int = 1000
-  mia_max_per_class: int = 5000
-  collapse_margin: float = 20.0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RCDHParams(pipeline.RCDHParams):
-  """``config.rcd``: the attacker, and ``tolerance``: the threshold is the original's
-  accuracy on the attacker's examples minus ``tolerance`` points."""
-
-  tolerance: float = 1.0
-
-
-_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": TrainHParams,
-             "eval": EvalHParams, "rcd": RCDHParams}
-
-
-def _check_model(model: ml_collections.ConfigDict) -> None:
-  name = model.get("name")
-  if name not in models.MODELS:
-    raise ValueError(f"config.model: name={name!r} is unknown; choose one of"
-                     f" {sorted(models.MODELS)}.")
-  module = models.MODELS[name]
-  valid = sorted(f.name for f in dataclasses.fields(module)
-                 if f.name not in ("num_classes", "parent", "name"))
-  for key, value in model.to_dict().items():
-    if key == "name":
-      continue
-    if key not in valid:
-      raise ValueError(f"config.model: unknown key {key!r} for model {name!r}; valid keys"
-                       f" are {valid}.")
-    values = value if isinstance(value, (list, tuple)) else (value,)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                             for v in values):
-      raise ValueError(f"config.model: {key}={value!r} must be a positive integer"
-                       " (or a non-empty sequence of them).")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   """Checks the whole config before any work; returns the methods to run.
 
-  Every section is built as its typed class (ranges, kinds, unknown keys), the
-  model's keys against the model, every method's hyperparameters, and the
-  attacker's protocol.
+  Every section is built as its typed class (:mod:`ieu_jax.sections`: ranges,
+  kinds, unknown keys), the model's keys against the model, every method's
+  hyperparameters, and the attacker's protocol.
 
   Raises:
     ValueError, TypeError: naming the section, the key and the bad value.
   """
-  seed = config.get("seed")
-  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
-  strict = config.get("strict_checkpoints", False)
-  if not isinstance(strict, bool):
-    raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
-  sections = pipeline.validate_sections(config, _SECTIONS)
-  _check_model(config.model)
+  sections_lib.check_run_keys(config)
+  sections = sections_lib.validate_sections(config, sections_lib.CLASSIFIER_SECTIONS)
+  sections_lib.check_model(config.model)
   names = method_names(config)
   pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
   return names

@@ -23,21 +23,18 @@ from experiments.configs import ddpm_fashion_mnist
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_TINY = {"data.name": "digits", "data.max_test": 300, "model.features": (8,),
+         "model.hidden": 32, "train.epochs": 4, "method.FT.epochs": 1,
+         "method.GA.epochs": 1, "method.IEU.epochs": 1, "rcd.max_steps": 8,
+         "rcd.num_trajectories": 2, "rcd.relearn_size": 32, "eval.mia_max_per_class": 200}
+"""The tiny run: ``:small`` on the bundled 8x8 digits, a smaller CNN, shorter everything."""
+
+
 def _tiny(methods="Retrain,FT,GA,IEU"):
   c = fashion_mnist.get_config("small")
   c.methods = methods
-  c.data.name = "digits"
-  c.data.max_test = 300
-  c.model.features = (8,)
-  c.model.hidden = 32
-  c.train.epochs = 4
-  c.method.FT.epochs = 1
-  c.method.GA.epochs = 1
-  c.method.IEU.epochs = 1
-  c.rcd.max_steps = 8
-  c.rcd.num_trajectories = 2
-  c.rcd.relearn_size = 32
-  c.eval.mia_max_per_class = 200
+  for path, value in _TINY.items():
+    _set(c, path, value)
   return c
 
 
@@ -183,13 +180,9 @@ def test_a_failing_method_is_reported_and_the_others_are_kept(full_run, tmp_path
 @pytest.mark.slow
 def test_a_run_killed_in_the_methods_phase_resumes_to_the_same_table(full_run, tmp_path):
   workdir, results = full_run
-  config = ("--config=experiments/configs/fashion_mnist.py:small", "--config.methods=Retrain,FT,GA,IEU",
-            "--config.data.name=digits", "--config.data.max_test=300",
-            "--config.model.features=(8,)", "--config.model.hidden=32", "--config.train.epochs=4",
-            "--config.method.FT.epochs=1", "--config.method.GA.epochs=1",
-            "--config.method.IEU.epochs=1", "--config.rcd.max_steps=8",
-            "--config.rcd.num_trajectories=2", "--config.rcd.relearn_size=32",
-            "--config.eval.mia_max_per_class=200", f"--workdir={tmp_path}")
+  config = ("--config=experiments/configs/fashion_mnist.py:small",
+            "--config.methods=Retrain,FT,GA,IEU", f"--workdir={tmp_path}",
+            *(f"--config.{k}={v}" for k, v in _TINY.items()))
   proc = subprocess.Popen([sys.executable, "-m", "experiments.unlearn", *config], cwd=_ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   rows_dir = tmp_path / "methods"

@@ -37,7 +37,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -49,14 +49,15 @@ from ieu_jax import _rcd
 from ieu_jax import data as data_lib
 from ieu_jax import outputs
 from ieu_jax import pipeline
+from ieu_jax import sections as sections_lib
 from ieu_jax import training
 from ieu_jax.generative import diffusion
 from ieu_jax.generative import evaluation
 from ieu_jax.generative import methods as methods_lib
 from ieu_jax.generative import report
+from ieu_jax.generative import sections as gen_sections
 from ieu_jax.generative import unet as unet_lib
 from ieu_jax.generative.ddpm import classifier_fns, make_ddpm_step, prepare_images, train_ddpm
-from ieu_jax.hparams import HParams
 from ieu_jax.methods import retrain as retrain_lib
 
 __all__ = ["FASHION_MNIST_CLASSES", "GenSetup", "prepare_generative", "run_generative",
@@ -133,106 +134,17 @@ def _method_names(config) -> list[str]:
   return pipeline.method_names(config, methods_lib.METHODS, always=("Retrain",))[1:]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataHParams(HParams):
-  """``config.data``: the images, their size and the classes used (None: all)."""
-
-  name: str
-  data_dir: str | None = None
-  max_train: int | None = None
-  max_test: int | None = None
-  image_size: int
-  classes: tuple[int, ...] | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ClassifierHParams(HParams):
-  """``config.classifier``: the evaluation classifier and its training."""
-
-  features: tuple[int, ...] = (16, 32)
-  hidden: int = 64
-  optimizer: Literal["adam", "sgd"] = "adam"
-  learning_rate: float
-  epochs: int
-  batch_size: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class UNetHParams(HParams):
-  """``config.unet``: the denoiser's widths."""
-
-  channels: tuple[int, ...] = (16, 32)
-  num_res_blocks: int = 1
-  emb_dim: int = 64
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DiffusionHParams(HParams):
-  """``config.diffusion``: the noise schedule and the label dropout."""
-
-  num_steps: int = 1000
-  beta_start: float = 1e-4
-  beta_end: float = 0.02
-  label_drop: float = 0.1
-
-  def validate(self) -> None:
-    if self.beta_end < self.beta_start:
-      raise ValueError(f"DiffusionHParams: beta_end={self.beta_end} is below"
-                       f" beta_start={self.beta_start}.")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainHParams(HParams):
-  """``config.train``: the DDPMs' recipe (Adam, warmup-cosine)."""
-
-  learning_rate: float
-  epochs: int
-  batch_size: int
-  warmup_steps: int = 100
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EvalHParams(HParams):
-  """``config.eval``: the samples every model is judged on."""
-
-  samples_per_class: int = 100
-  sample_steps: int = 25
-  guidance_scale: float = 2.0
-  batch_size: int = 500
-  grid_per_class: int = 8
-  collapse_margin: float = 20.0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RCDHParams(pipeline.RCDHParams):
-  """``config.rcd``: the attacker; the criterion's rate comes from ``eval_samples``
-  samples, and the threshold is ``threshold_fraction`` of the original's rate."""
-
-  eval_samples: int = 64
-  threshold_fraction: float = 0.8
-
-
-_SECTIONS = {"data": DataHParams, "classifier": ClassifierHParams, "unet": UNetHParams,
-             "diffusion": DiffusionHParams, "train": TrainHParams, "eval": EvalHParams,
-             "rcd": RCDHParams}
-
-
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   """Checks the whole config before any work; returns the methods to run.
 
   Raises:
     ValueError, TypeError: naming the section, the key and the bad value.
   """
-  seed = config.get("seed")
-  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
-  strict = config.get("strict_checkpoints", False)
-  if not isinstance(strict, bool):
-    raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
+  sections_lib.check_run_keys(config)
   forget_class = config.get("forget_class")
   if isinstance(forget_class, bool) or not isinstance(forget_class, int) or forget_class < 0:
     raise ValueError(f"config.forget_class={forget_class!r} must be an integer >= 0.")
-  sections = pipeline.validate_sections(config, _SECTIONS)
+  sections = sections_lib.validate_sections(config, gen_sections.GENERATIVE_SECTIONS)
   pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
   names = _method_names(config)
   for name in names:
@@ -396,14 +308,10 @@ def _relearning(config, setup: GenSetup):
 
 @pipeline.locks_workdir
 def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the generative unlearning experiment and writes its outputs to ``workdir``.
+  """Runs the generative experiment of ``config`` (``experiments/configs/ddpm_fashion_mnist.py``).
 
-  Args:
-    config: see ``experiments/configs/ddpm_fashion_mnist.py``.
-    workdir: output directory (created if needed); only process 0 writes.
-
-  Returns:
-    The results dictionary, also written to ``workdir/results.json``.
+  Returns the results dictionary; process 0 writes it to ``workdir/results.json``
+  (with ``results.md`` and ``samples.png``), the workdir held for the run.
   """
   wall_start = time.perf_counter()
   names = validate_config(config)

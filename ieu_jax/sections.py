@@ -1,0 +1,164 @@
+"""The run's settings as typed hyperparameters: every config section checked before work.
+
+Each section of a config is a frozen dataclass (:class:`ieu_jax.hparams.HParams`,
+ranges from :data:`ieu_jax.hparams.RULES`); :func:`validate_sections` builds them
+all, so a bad value is refused, by section, key and value, before anything is
+loaded or trained. :class:`RCDHParams` is the attacker of both pipelines; the
+classifier pipeline's sections follow (the generative ones are in
+:mod:`ieu_jax.generative.sections`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Mapping
+
+import ml_collections
+
+from ieu_jax import _rcd
+from ieu_jax import models
+from ieu_jax.hparams import HParams
+
+__all__ = ["CLASSIFIER_SECTIONS", "ClassifierRCDHParams", "DataHParams", "EvalHParams",
+           "ForgetHParams", "RCDHParams", "TrainHParams", "check_model", "check_run_keys",
+           "validate_sections"]
+
+
+def check_run_keys(config: ml_collections.ConfigDict) -> None:
+  """The keys outside the sections: ``seed`` and ``strict_checkpoints``."""
+  seed = config.get("seed")
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
+  strict = config.get("strict_checkpoints", False)
+  if not isinstance(strict, bool):
+    raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
+
+
+def validate_sections(config: ml_collections.ConfigDict,
+                      sections: Mapping[str, type[HParams]]) -> dict[str, HParams]:
+  """Builds every ``config.<section>`` as its typed class: all checks, before any work.
+
+  Raises:
+    ValueError: naming the section, the key and the bad value (``config.train:
+      epochs=0 must be a positive integer.``), or a missing section.
+    TypeError: for a value of the wrong kind, likewise named.
+  """
+  out = {}
+  for name, cls in sections.items():
+    if name not in config:
+      raise ValueError(f"config has no section {name!r}.")
+    out[name] = cls.from_config(config[name], method=f"config.{name}")
+  return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RCDHParams(HParams):
+  """The attacker's settings (``config.rcd``), checked before any work.
+
+  See :class:`ieu_jax.RelearnProtocol` for the fields it shares;
+  ``relearn_size`` is ``m``, the forget examples the attacker holds.
+  """
+
+  optimizer: Literal["sgd", "adam"] = "sgd"
+  learning_rates: float | tuple[float, ...] = 0.01
+  momentum: float = 0.0
+  batch_size: int = 32
+  max_steps: int = 200
+  eval_every: int = 1
+  num_trajectories: int = 8
+  relearn_size: int = 256
+  criterion: Literal["accuracy", "loss"] = "accuracy"
+  formulation: str | None = None
+  stop_when_done: bool = True
+  probe_every: int = 1
+
+  def validate(self) -> None:
+    if self.max_steps % self.eval_every:
+      raise ValueError(f"{type(self).__name__}: max_steps={self.max_steps} is not a multiple"
+                       f" of eval_every={self.eval_every}.")
+    if self.formulation is not None and self.formulation not in _rcd.FORMULATIONS:
+      raise ValueError(f"{type(self).__name__}: formulation={self.formulation!r}: expected"
+                       f" one of {_rcd.FORMULATIONS}.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataHParams(HParams):
+  """``config.data``: which data, and how much of it."""
+
+  name: str
+  data_dir: str | None = None
+  val_size: float = 0.1
+  max_train: int | None = None
+  max_test: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForgetHParams(HParams):
+  """``config.forget``: the forget set (see :func:`ieu_jax.data.select_forget`)."""
+
+  mode: Literal["random", "class", "mislabel"] = "random"
+  fraction: float = 0.1
+  forget_class: int | None = None
+
+  def validate(self) -> None:
+    if self.mode == "class" and self.forget_class is None:
+      raise ValueError("ForgetHParams: mode='class' needs forget_class.")
+    if self.forget_class is not None and self.forget_class < 0:
+      raise ValueError(f"ForgetHParams: forget_class={self.forget_class} must be >= 0.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainHParams(HParams):
+  """``config.train``: the original model's recipe (Retrain uses it on the retain set)."""
+
+  optimizer: Literal["adam", "sgd"] = "adam"
+  learning_rate: float
+  schedule: Literal["constant", "cosine"] = "constant"
+  weight_decay: float = 0.0
+  epochs: int
+  batch_size: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalHParams(HParams):
+  """``config.eval``: evaluation batches, the MIA's sample and the collapse flag."""
+
+  batch_size: int = 1000
+  mia_max_per_class: int = 5000
+  collapse_margin: float = 20.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifierRCDHParams(RCDHParams):
+  """``config.rcd`` of the classifier pipeline: the attacker, and ``tolerance``: the
+  threshold is the original's accuracy on the attacker's examples minus ``tolerance``
+  points."""
+
+  tolerance: float = 1.0
+
+
+CLASSIFIER_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": TrainHParams,
+                       "eval": EvalHParams, "rcd": ClassifierRCDHParams}
+"""The sections of the classifier pipeline's config (``experiments/configs/fashion_mnist.py``)."""
+
+
+def check_model(model: ml_collections.ConfigDict) -> None:
+  """``config.model``: a known model, and keys that are its fields, positive integers."""
+  name = model.get("name")
+  if name not in models.MODELS:
+    raise ValueError(f"config.model: name={name!r} is unknown; choose one of"
+                     f" {sorted(models.MODELS)}.")
+  module = models.MODELS[name]
+  valid = sorted(f.name for f in dataclasses.fields(module)
+                 if f.name not in ("num_classes", "parent", "name"))
+  for key, value in model.to_dict().items():
+    if key == "name":
+      continue
+    if key not in valid:
+      raise ValueError(f"config.model: unknown key {key!r} for model {name!r}; valid keys"
+                       f" are {valid}.")
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                             for v in values):
+      raise ValueError(f"config.model: {key}={value!r} must be a positive integer"
+                       " (or a non-empty sequence of them).")
