@@ -238,18 +238,25 @@ class RelearnResult(NamedTuple):
 
 
 class RCDSummary(NamedTuple):
-  """RCD of one model, optionally normalised by a reference model's.
+  """RCD of one model, censoring counted, optionally normalised by a reference's.
 
-  ``steps_mean`` and ``steps_std`` are over the trajectories that met the
-  criterion (NaN when none did); ``censored_frac`` says how many did not, and when
-  it is positive the true mean is larger than ``steps_mean``. ``normalized`` is
-  ``steps_mean / reference steps_mean`` (NaN when undefined).
+  Each trajectory contributes its first-hit step, or the budget ``T`` (the
+  protocol's ``max_steps``) when it is censored: ``steps_mean`` is this
+  *restricted mean*, ``steps_std`` its spread and ``median`` its median. A censored
+  trajectory thus counts as at least as slow as any that met the criterion, and a
+  model whose every trajectory is censored has the largest possible mean, ``T``.
+  ``lower_bound`` is True when any trajectory is censored: the true mean is then
+  at least ``steps_mean`` (tables print ``>= x``). ``normalized`` is ``steps_mean /
+  reference steps_mean``, NaN when the reference relearns in 0 steps (the
+  criterion then says nothing).
   """
 
   steps_mean: float
   steps_std: float
   censored_frac: float
   normalized: float
+  median: float = math.nan
+  lower_bound: bool = False
 
 
 def trajectory_batch_indices(
@@ -450,19 +457,19 @@ def relearn(
 def rcd_summary(
     result: RelearnResult, reference: RelearnResult | RCDSummary | None = None
 ) -> RCDSummary:
-  """Summarises a :class:`RelearnResult`, normalised by ``reference``'s mean steps.
+  """Summarises a :class:`RelearnResult` (see :class:`RCDSummary`), normalised by
+  ``reference``'s restricted mean.
 
-  Censored trajectories are excluded from the mean and counted in
-  ``censored_frac``. ``normalized`` is NaN when either mean is undefined or the
-  reference relearns in zero steps (the criterion then says nothing).
+  Censored trajectories count as the budget ``T = result.steps[-1]``.
   """
-  hits = result.first_hit[~result.censored].astype(np.float64)
-  mean = float(hits.mean()) if hits.size else math.nan
-  std = float(hits.std()) if hits.size else math.nan
+  budget = float(result.steps[-1])
+  steps = np.where(result.censored, budget, result.first_hit).astype(np.float64)
+  mean, std, median = float(steps.mean()), float(steps.std()), float(np.median(steps))
   if reference is None:
     normalized = math.nan
   else:
     ref = reference if isinstance(reference, RCDSummary) else rcd_summary(reference)
-    ok = math.isfinite(ref.steps_mean) and ref.steps_mean > 0 and math.isfinite(mean)
+    ok = math.isfinite(ref.steps_mean) and ref.steps_mean > 0
     normalized = mean / ref.steps_mean if ok else math.nan
-  return RCDSummary(mean, std, float(result.censored.mean()), normalized)
+  return RCDSummary(mean, std, float(result.censored.mean()), normalized, median,
+                    bool(result.censored.any()))

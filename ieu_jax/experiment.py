@@ -100,8 +100,8 @@ def rcd_gap(steps: float, reference_steps: float) -> float:
   """``100 * |ln((T + 1) / (T_ref + 1))|``: over- and under-forgetting both count.
 
   The ``+ 1`` keeps a model that relearns in 0 steps finite (it is the worst
-  under-forgetting, not an undefined one). NaN when either mean is undefined
-  (all trajectories censored).
+  under-forgetting, not an undefined one). The means are restricted means (a
+  censored trajectory counts as the budget), so they are always defined.
   """
   if not (math.isfinite(steps) and math.isfinite(reference_steps)):
     return math.nan
@@ -172,7 +172,7 @@ def _markdown(results) -> str:
     r = m["rcd"]
     rows.append([m["name"], fmt(m["UA"]), fmt(m["RA"]), fmt(m["TA"]), fmt(m["MIA"]),
                  fmt(m["avg_gap"]), fmt(m["avg_gap_rcd"]),
-                 f"{fmt(r['steps_mean'], 1)} ± {fmt(r['steps_std'], 1)}",
+                 outputs.fmt_steps(r),
                  f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"]),
                  fmt(m["runtime_s"], 1), ", ".join(m["flags"])])
   rows += [[f["name"], f"failed: {f['error']}"] for f in results["failed"]]
@@ -183,8 +183,9 @@ def _markdown(results) -> str:
       "",
       "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
       " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps"
-      f" until forget accuracy >= {fmt(results['rcd_threshold'])}% (mean ± std over"
-      " uncensored trajectories, censored share), normalised by Retrain's.",
+      f" until forget accuracy >= {fmt(results['rcd_threshold'])}% (restricted mean ±"
+      " std over trajectories: a censored one counts as the budget, and >= marks the mean"
+      " as a lower bound; censored share), normalised by Retrain's.",
       "",
       outputs.markdown_table(header, rows),
       "",

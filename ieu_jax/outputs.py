@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "fmt",
     "fmt_mean_std",
+    "fmt_steps",
     "is_writer",
     "json_safe",
     "markdown_table",
@@ -127,6 +128,14 @@ def fmt_mean_std(mean: Any, std: Any, digits: int = 2) -> str:
   if std is None or not math.isfinite(std):
     return fmt(mean, digits)
   return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+
+
+def fmt_steps(rcd: Any, digits: int = 1) -> str:
+  """RCD steps ``mean ± std`` of an RCD summary (a mapping or ``RCDSummary``), as
+  ``>= mean ± std`` when censored trajectories make the mean a lower bound."""
+  get = rcd.get if isinstance(rcd, dict) else lambda k, d=None: getattr(rcd, k, d)
+  text = fmt_mean_std(get("steps_mean"), get("steps_std"), digits)
+  return f">= {text}" if get("lower_bound", False) and text != "n/a" else text
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

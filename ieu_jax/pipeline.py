@@ -321,9 +321,13 @@ def aggregate(
 ) -> dict[str, dict[str, Any]]:
   """Mean and std over seeds of every metric, per method (NaN-aware, counts kept).
 
-  RCD steps are averaged over the seeds whose mean is defined; ``censored_frac`` over
-  all seeds; ``n`` says how many seeds a method has (a method that failed on a seed
-  is missing from it).
+  RCD steps are each seed's restricted mean (a censored trajectory counts as the
+  budget, :class:`ieu_jax.RCDSummary`), so every seed counts, the censored ones
+  included; ``rcd_lower_bound`` counts the seeds on which the mean is a lower bound
+  (tables print ``>=``). ``n`` says how many seeds a method has (a method that failed
+  on a seed is missing from it, and counted in ``failed``). A value that is
+  undefined on a seed (``normalized`` when Retrain relearns in 0 steps) is left out
+  of that field's mean.
 
   Args:
     runs: one results dictionary per seed.
@@ -343,12 +347,14 @@ def aggregate(
         row.setdefault(f, []).append(_num(m.get(f)))
       for f in ("steps_mean", "censored_frac", "normalized"):
         row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
+      row.setdefault("lower_bound", []).append(bool(m["rcd"].get("lower_bound", False)))
   out = {}
   for name, count in failures.items():
     if name not in table:  # failed on every seed: a row that says so
       out[name] = {"n": 0, "failed": count}
   for name, row in table.items():
-    out[name] = {"n": len(row.pop("n")), "failed": failures.get(name, 0)}
+    out[name] = {"n": len(row.pop("n")), "failed": failures.get(name, 0),
+                 "rcd_lower_bound": int(sum(row.pop("lower_bound")))}
     for f, values in row.items():
       v = np.asarray(values, np.float64)
       ok = v[np.isfinite(v)]

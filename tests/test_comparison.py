@@ -32,19 +32,22 @@ def _run(rows):
   return {"methods": [
       {"name": n, "UA": ua, "RA": 90.0, "TA": 80.0, "MIA": 10.0, "avg_gap": gap,
        "avg_gap_rcd": gap, "relearn_auc": auc, "runtime_s": 1.0,
-       "rcd": {"steps_mean": steps, "censored_frac": cens, "normalized": None if steps is None else steps / 10}}
+       "rcd": {"steps_mean": steps, "censored_frac": cens, "normalized": steps / 10,
+               "lower_bound": cens > 0}}
       for n, ua, gap, steps, auc, cens in rows]}
 
 
 def test_aggregate_by_hand():
   runs = [_run([("Retrain", 10, 0, 10, 50, 0.0), ("IEU", 12, 2, 8, 60, 0.0)]),
-          _run([("Retrain", 14, 0, 12, 40, 0.0), ("IEU", 16, 4, None, 90, 1.0)])]
+          _run([("Retrain", 14, 0, 12, 40, 0.0), ("IEU", 16, 4, 100, 90, 1.0)])]
   agg = comparison.aggregate(runs)
   assert agg["Retrain"]["UA"] == (12.0, 2.0)
   assert agg["IEU"]["avg_gap"] == (3.0, 1.0)
-  # The censored seed has no mean: averaged over the defined one, counted in censoring.
-  assert agg["IEU"]["rcd_steps_mean"] == (8.0, 0.0)
+  # The censored seed counts, at the budget (100): never dropped; its mean is a bound.
+  assert agg["IEU"]["rcd_steps_mean"] == (54.0, 46.0)
+  assert agg["IEU"]["rcd_lower_bound"] == 1 and agg["Retrain"]["rcd_lower_bound"] == 0
   assert agg["IEU"]["rcd_censored_frac"] == (0.5, 0.5)
+  assert "| >= 54.0 ± 46.0 |" in comparison.scenario_table(agg)
   assert agg["IEU"]["n"] == 2 and agg["IEU"]["failed"] == 0
   # A method that diverged on every seed is a row that says so, and claims skip it.
   runs[0]["failed"] = runs[1]["failed"] = [{"name": "GA", "error": "NaN"}]
@@ -89,3 +92,27 @@ def test_scenario_config():
     comparison.scenario_config(c, "random99", 0)
   assert math.isnan(comparison.rank_correlation({})[0])
   assert np.isfinite(comparison.scenario_config(c, "random30", 1).forget.fraction)
+
+
+def test_censored_methods_are_never_ranked_faster():
+  """Claims 2 and 3 by hand with censoring (budget T = 100).
+
+  IEU: every trajectory censored on both seeds (restricted mean 100, the slowest
+  possible); FT relearns at 5, RL at 20 with a quarter censored (restricted mean
+  0.75 * 20 + 0.25 * 100 = 35). IEU must beat both on RCD; the rank correlation
+  keeps IEU in (it used to be dropped as undefined).
+  """
+  rows = [("Retrain", 10, 0, 40, 60, 0.0), ("FT", 1, 8, 5, 95, 0.0),
+          ("RL", 5, 6, 35, 70, 0.25), ("IEU", 9, 1, 100, 10, 1.0)]
+  agg = comparison.aggregate([_run(rows), _run(rows)])
+  c = comparison.claims(agg)["2_higher_rcd"]
+  assert c["supported"] is True
+  assert c["versus"]["FT"] == {"baseline": 5.0, "ieu": 100.0, "ieu_better": True, "clear": True}
+  assert c["versus"]["RL"]["baseline"] == 35.0 and c["versus"]["RL"]["ieu_better"]
+  rho, _, n = comparison.rank_correlation(agg)
+  assert n == 4 and rho == pytest.approx(-1.0)  # steps 5 < 35 < 40 < 100, AUC reversed
+  # The other way round: a baseline censored everywhere beats a partly censored IEU.
+  rows[2] = ("RL", 5, 6, 100, 70, 1.0)
+  rows[3] = ("IEU", 9, 1, 60, 30, 0.5)
+  c = comparison.claims(comparison.aggregate([_run(rows)]))["2_higher_rcd"]
+  assert c["supported"] is False and c["versus"]["RL"]["ieu_better"] is False

@@ -67,3 +67,11 @@ def test_written_files_have_the_umask_mode(tmp_path):
   path = tmp_path / "x.md"
   outputs.write_text(str(path), "hi")
   assert os.stat(path).st_mode & 0o777 == outputs._FILE_MODE
+
+
+def test_rcd_steps_say_when_the_mean_is_a_lower_bound():
+  assert outputs.fmt_steps({"steps_mean": 12.25, "steps_std": 1.5, "lower_bound": False}) == (
+      "12.2 ± 1.5")
+  assert outputs.fmt_steps({"steps_mean": 40.0, "steps_std": 0.0, "lower_bound": True}) == (
+      ">= 40.0 ± 0.0")
+  assert outputs.fmt_steps({"steps_mean": None, "steps_std": None, "lower_bound": True}) == "n/a"

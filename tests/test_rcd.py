@@ -96,13 +96,20 @@ def test_censored_trajectories_are_reported_not_averaged():
   np.testing.assert_array_equal(result.first_hit[:3], -1)
   summary = ieu_jax.rcd_summary(result)
   hits = result.first_hit[3:]
-  assert summary.censored_frac == pytest.approx(0.5)
-  assert summary.steps_mean == pytest.approx(hits.mean())  # not (hits + 3*20)/6
-  assert summary.steps_std == pytest.approx(hits.std())
-  # All censored: the mean is undefined, not the budget.
+  steps = np.concatenate([[20.0] * 3, hits])  # censored ones count as the budget T = 20
+  assert summary.censored_frac == pytest.approx(0.5) and summary.lower_bound
+  assert summary.steps_mean == pytest.approx(steps.mean())  # not hits.mean()
+  assert summary.steps_std == pytest.approx(steps.std())
+  assert summary.median == pytest.approx(np.median(steps))
+  # All censored: the largest possible mean, T, marked as a lower bound.
   all_censored = result._replace(censored=np.ones(6, bool), first_hit=-np.ones(6, int))
   s = ieu_jax.rcd_summary(all_censored, summary)
-  assert math.isnan(s.steps_mean) and math.isnan(s.normalized) and s.censored_frac == 1.0
+  assert s.steps_mean == 20.0 and s.steps_std == 0.0 and s.median == 20.0
+  assert s.lower_bound and s.censored_frac == 1.0
+  assert s.normalized == pytest.approx(20.0 / steps.mean())
+  none = ieu_jax.rcd_summary(result._replace(censored=np.zeros(6, bool),
+                                             first_hit=np.arange(6)))
+  assert not none.lower_bound and none.steps_mean == 2.5 and none.median == 2.5
 
 
 def test_normalisation_by_a_reference():
@@ -112,7 +119,7 @@ def test_normalisation_by_a_reference():
   )
   ref = base._replace(first_hit=np.array([40, 40, 40, 40]), censored=np.zeros(4, bool))
   s = ieu_jax.rcd_summary(base, ref)
-  assert s.normalized == pytest.approx(20 / 40)
+  assert s.normalized == pytest.approx((10 + 20 + 50 + 30) / 4 / 40)  # censored: T = 50
   assert ieu_jax.rcd_summary(ref, ref).normalized == 1.0
   zero = ref._replace(first_hit=np.zeros(4, int))
   assert math.isnan(ieu_jax.rcd_summary(base, zero).normalized)

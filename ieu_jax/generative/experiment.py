@@ -340,7 +340,9 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     grids[name] = grid
     start = time.perf_counter()
     if name == "Original":
-      summary = _rcd.RCDSummary(0.0, 0.0, 0.0, math.nan)  # meets the criterion by definition
+      # It meets the criterion by definition: 0 steps.
+      summary = _rcd.RCDSummary(steps_mean=0.0, steps_std=0.0, censored_frac=0.0,
+                                normalized=math.nan, median=0.0)
       curve = None
     else:
       curve = relearn(params)

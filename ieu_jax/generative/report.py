@@ -22,7 +22,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   for m in results["models"]:
     r = m["rcd"]
     rows.append([m["name"], fmt(m["forget_rate"]), fmt(m["retain_rate"]), fmt(m["fd"], 2),
-                 f"{fmt(r['steps_mean'])} ± {fmt(r['steps_std'])}",
+                 outputs.fmt_steps(r, 2),
                  f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"], 2),
                  fmt(m["runtime_s"]), ", ".join(m["flags"])])
   lines = [
@@ -34,8 +34,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
       " classes (higher is better). FD: Frechet distance between generated and real"
       " retained-class images in the classifier's penultimate features (lower is better)."
       f" RCD: relearning steps until the forget rate reaches {fmt(results['rcd_threshold'])}%"
-      f" (tested every {results['rcd_protocol']['eval_every']} steps; mean ± std over"
-      " uncensored trajectories, censored share), normalised by Retrain's.",
+      f" (tested every {results['rcd_protocol']['eval_every']} steps; restricted"
+      " mean ± std over trajectories: a censored one counts as the budget, and >= marks the"
+      " mean as a lower bound; censored share), normalised by Retrain's.",
       "",
       outputs.markdown_table(header, rows),
       "",
