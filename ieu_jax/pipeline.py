@@ -268,7 +268,7 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
   """The warnings a results row carries.
 
   Args:
-    row: has ``row[utility]`` and ``row["rcd"]["censored_frac"]``.
+    row: has ``row[utility]`` and ``row["rcd"]`` (``censored_frac``).
     reference: Retrain's row.
     utility: the key of the utility that must not collapse (``RA``, ``retain_rate``).
     margin: how far below the reference's utility is a collapse.
@@ -279,6 +279,8 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
     flags.append(f"{what} far below Retrain's")
   if row["rcd"]["censored_frac"] > 0:
     flags.append("censored relearning")
+  if reference["rcd"].get("steps_mean") == 0 and row is not reference:
+    flags.append("RCD not normalised: Retrain meets the criterion before relearning")
   return flags
 
 

@@ -103,6 +103,9 @@ def test_result_flags():
   assert pipeline.result_flags(row, ref, utility="RA", margin=20, what="retain accuracy") == [
       "retain accuracy far below Retrain's", "censored relearning"]
   assert pipeline.result_flags(ref, ref, utility="RA", margin=20, what="x") == []
+  zero = {"RA": 90.0, "rcd": {"censored_frac": 0.0, "steps_mean": 0.0}}
+  assert pipeline.result_flags(ref, zero, utility="RA", margin=20, what="x") == [
+      "RCD not normalised: Retrain meets the criterion before relearning"]
   assert math.isnan(pipeline.aggregate([{"methods": [{"name": "a", "UA": None, "rcd": {}}]}],
                                        fields=("UA",))["a"]["UA"][0])
 
