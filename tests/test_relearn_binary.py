@@ -39,7 +39,11 @@ def test_relearn_checkpoints_normalises_by_the_reference(tmp_path):
   assert ck["steps_mean"] == pytest.approx(np.mean(ck["first_hit"]))
   hits = [h for h in ref["first_hit"] if h >= 0]
   assert hits and ref["censored_frac"] == pytest.approx(1 - len(hits) / 3)
-  assert out["normalized"] == pytest.approx(ck["steps_mean"] / np.mean(hits))
+  # The reference's restricted mean: a censored trajectory counts as the budget.
+  budget = out["protocol"]["max_steps"]
+  restricted = np.mean([h if h >= 0 else budget for h in ref["first_hit"]])
+  assert ref["steps_mean"] == pytest.approx(restricted)
+  assert out["normalized"] == pytest.approx(ck["steps_mean"] / restricted)
   # Against itself, a checkpoint's RCD is exactly 1 (same keys, same data orders).
   same = experiment.relearn_checkpoints(config, paths["b"], paths["b"], original=paths["a"])
   assert same["checkpoint"]["first_hit"] == same["reference"]["first_hit"]
