@@ -83,7 +83,8 @@ def seeds_markdown(out: Mapping[str, Any]) -> str:
     return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
   rows = [[name, row["n"], ms(row["forget_rate"]), ms(row["retain_rate"]), ms(row["fd"], 2),
-           ms(row["rcd_steps_mean"]), ms(row["rcd_normalized"], 2), row["flagged"]]
+           (">= " if row.get("rcd_lower_bound") else "") + ms(row["rcd_steps_mean"]),
+           ms(row["rcd_normalized"], 2), row["flagged"]]
           for name, row in out["models"].items()]
   lines = [
       f"# Generative unlearning over seeds {out['seeds']}, forget class {out['forget_class']}",
