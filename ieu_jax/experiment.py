@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import ml_collections
@@ -121,6 +121,21 @@ def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
       strict=bool(config.get("strict_checkpoints", False)))
 
 
+def rcd_by_attacker(results: Mapping[str, _rcd.RelearnResult],
+                    reference: Mapping[str, _rcd.RelearnResult]) -> dict[str, Any]:
+  """A row's ``rcd``: the first attacker's summary, every attacker's, and the worst case.
+
+  ``by_attacker[name]`` is each attacker's :class:`ieu_jax.RCDSummary`, normalised
+  by Retrain's under the same attacker; ``worst_case_normalized`` is the minimum of
+  ``normalized`` over the attackers (the attacker picks its best attack), NaN only
+  when no attacker's is defined. The top-level fields are the first attacker's.
+  """
+  by = {a: _rcd.rcd_summary(r, reference[a])._asdict() for a, r in results.items()}
+  defined = [s["normalized"] for s in by.values() if math.isfinite(s["normalized"])]
+  return dict(next(iter(by.values())), by_attacker=by,
+              worst_case_normalized=min(defined) if defined else math.nan)
+
+
 def relearn_auc(result: _rcd.RelearnResult) -> float:
   """Mean over trajectories of the area under the forget-accuracy curve, per step.
 
@@ -165,16 +180,23 @@ def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
 
 def _markdown(results) -> str:
   fmt = outputs.fmt
+  attackers = list(results["rcd_attackers"])
   header = ["method", "UA", "RA", "TA", "MIA", "Avg. Gap", "Gap+RCD", "RCD steps", "censored",
-            "RCD norm.", "time (s)", "flags"]
+            "RCD norm."]
+  if len(attackers) > 1:
+    header += ["worst RCD norm."] + [f"{a} steps" for a in attackers[1:]]
+  header += ["time (s)", "flags"]
   rows = []
   for m in results["methods"]:
     r = m["rcd"]
-    rows.append([m["name"], fmt(m["UA"]), fmt(m["RA"]), fmt(m["TA"]), fmt(m["MIA"]),
-                 fmt(m["avg_gap"]), fmt(m["avg_gap_rcd"]),
-                 outputs.fmt_steps(r),
-                 f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"]),
-                 fmt(m["runtime_s"], 1), ", ".join(m["flags"])])
+    cells = [m["name"], fmt(m["UA"]), fmt(m["RA"]), fmt(m["TA"]), fmt(m["MIA"]),
+             fmt(m["avg_gap"]), fmt(m["avg_gap_rcd"]), outputs.fmt_steps(r),
+             f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"])]
+    if len(attackers) > 1:
+      by = r["by_attacker"]
+      cells += [fmt(r["worst_case_normalized"])] + [
+          f"{outputs.fmt_steps(by[a])} ({fmt(by[a]['normalized'])})" for a in attackers[1:]]
+    rows.append(cells + [fmt(m["runtime_s"], 1), ", ".join(m["flags"])])
   rows += [[f["name"], f"failed: {f['error']}"] for f in results["failed"]]
   o = results["original"]
   lines = [
@@ -185,7 +207,9 @@ def _markdown(results) -> str:
       " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps"
       f" until forget accuracy >= {fmt(results['rcd_threshold'])}% (restricted mean ±"
       " std over trajectories: a censored one counts as the budget, and >= marks the mean"
-      " as a lower bound; censored share), normalised by Retrain's.",
+      " as a lower bound; censored share), normalised by Retrain's, for the first"
+      f" attacker ({attackers[0]}); the others' steps (normalised in brackets) and the worst"
+      " case over attackers (the smallest normalised RCD) follow.",
       "",
       outputs.markdown_table(header, rows),
       "",
@@ -198,25 +222,30 @@ def _markdown(results) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _plot(path, curves: dict[str, _rcd.RelearnResult], threshold: float) -> None:
+def _plot(path, curves: dict[str, dict[str, _rcd.RelearnResult]], threshold: float) -> None:
+  """One panel per attacker: each method's mean forget accuracy while relearning."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for name, res in curves.items():
-    mean = res.accuracy.mean(0)  # NaN after the run stopped (every trajectory relearned)
-    last = int(np.flatnonzero(np.isfinite(mean))[-1])
-    line, = ax.plot(res.steps, mean, label=name, marker="o", markevery=[last])
-    ax.fill_between(res.steps, res.accuracy.min(0), res.accuracy.max(0),
-                    color=line.get_color(), alpha=0.2)
-  ax.axhline(threshold, color="k", ls="--", lw=0.8, label="criterion")
-  ax.set_xlabel("relearning step")
-  ax.set_ylabel("forget accuracy (%)")
-  ax.set_title("Relearning the forget set (mean; band: min-max over trajectories;\n"
-               "a dot: the run stops, every trajectory relearned)", fontsize=10)
-  ax.legend()
+  attackers = list(next(iter(curves.values())))
+  fig, axes = plt.subplots(1, len(attackers), figsize=(7 * len(attackers), 4.5), squeeze=False)
+  for ax, attacker in zip(axes[0], attackers):
+    for name, by in curves.items():
+      res = by[attacker]
+      mean = res.accuracy.mean(0)  # NaN after the run stopped (every trajectory relearned)
+      last = int(np.flatnonzero(np.isfinite(mean))[-1])
+      line, = ax.plot(res.steps, mean, label=name, marker="o", markevery=[last])
+      ax.fill_between(res.steps, res.accuracy.min(0), res.accuracy.max(0),
+                      color=line.get_color(), alpha=0.2)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8, label="criterion")
+    ax.set_xlabel("relearning step")
+    ax.set_ylabel("forget accuracy (%)")
+    ax.set_title(f"Attacker {attacker}: relearning the forget set (mean; band: min-max\n"
+                 "over trajectories; a dot: the run stops, every trajectory relearned)",
+                 fontsize=10)
+    ax.legend()
   fig.tight_layout()
   outputs.save_figure(fig, path, dpi=120)
 
@@ -239,13 +268,18 @@ class Setup:
   protocol: _rcd.RelearnProtocol
   root_key: jax.Array
   batch_caps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  attacks: dict[str, Attack] = dataclasses.field(default_factory=dict)
 
   def relearn(self, params) -> _rcd.RelearnResult:
-    """RCD's relearning trajectories from ``params`` (same keys for every model)."""
-    return _rcd.relearn(
-        params, self.apply_fn, self.relearn_data, self.protocol,
-        rcd_key(self.config), reference_params=self.original,
-    )
+    """The first attacker's relearning trajectories from ``params``."""
+    return self.relearn_all(params)[next(iter(self.attacks))]
+
+  def relearn_all(self, params) -> dict[str, _rcd.RelearnResult]:
+    """Every attacker's trajectories from ``params`` (same keys for every model)."""
+    return {name: _rcd.relearn(params, self.apply_fn, a.relearn_data, a.protocol,
+                               rcd_key(self.config), eval_data=a.eval_data,
+                               reference_params=self.original)
+            for name, a in self.attacks.items()}
 
   def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
     """UA, RA, MIA and the held-out accuracy: ``TA`` (test) or ``VA`` (validation).
@@ -338,14 +372,52 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data,
                                        batch_size=int(config.eval.batch_size))
   protocol = relearn_protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
+  attacks = _attacks(config, fs, protocol, relearn_data)
+  protocol = next(iter(attacks.values())).protocol
   return Setup(
       config=config, splits=splits, forget_split=fs, init_fn=init_fn, apply_fn=apply_fn,
       original=original, retrained=retrained,
       training_time_s={"original": t_orig, "retrain": t_retrain},
       restored={"original": restored_orig, "retrain": restored_retrain}, problem=problem,
       relearn_data=relearn_data, protocol=protocol, root_key=root,
-      batch_caps=_batch_caps(config, fs, int(relearn_data[0].shape[0])),
+      batch_caps=_batch_caps(config, fs, int(relearn_data[0].shape[0])), attacks=attacks,
   )
+
+
+class Attack(NamedTuple):
+  """One attacker: its protocol, the data it trains on, and the criterion's data
+  (None: the data it trains on)."""
+
+  protocol: _rcd.RelearnProtocol
+  relearn_data: tuple[jax.Array, jax.Array]
+  eval_data: tuple[jax.Array, jax.Array] | None = None
+
+
+# The retain examples of the retain_only attacker come from their own stream.
+_RETAIN_ATTACKER_STREAM = 18
+
+
+def _attacks(config, fs, protocol: _rcd.RelearnProtocol, relearn_data) -> dict[str, Attack]:
+  """The attackers of ``config.rcd.attackers`` (:data:`ieu_jax.sections.ATTACKERS`).
+
+  All share the threshold (the original's accuracy on the attacker's ``m`` forget
+  examples minus the tolerance) and the criterion's examples, those ``m``.
+  """
+  rcd = config.rcd
+  out = {}
+  for name in tuple(rcd.get("attackers", ("sgd",))):
+    if name == "sgd":
+      out[name] = Attack(protocol, relearn_data)
+    elif name == "adam":
+      adam = dataclasses.replace(protocol, optimizer="adam",
+                                 learning_rates=float(rcd.get("adam_learning_rate", 1e-3)))
+      out[name] = Attack(adam, relearn_data)
+    else:  # retain_only
+      idx = np.sort(np.random.default_rng([int(config.seed), _RETAIN_ATTACKER_STREAM]).choice(
+          len(fs.retain), min(int(rcd.relearn_size), len(fs.retain)), replace=False))
+      retain = fs.retain.take(idx)
+      out[name] = Attack(protocol, (retain.x, retain.y), relearn_data)
+  return out
 
 
 def relearn_checkpoints(
@@ -427,7 +499,8 @@ def _result_from_json(d: Mapping[str, Any]) -> _rcd.RelearnResult:
 
 
 def _method_row(setup: Setup, workdir: str, name: str):
-  """``(row, RelearnResult)`` of method ``name``: run, or reused from ``workdir/methods``.
+  """``(row, {attacker: RelearnResult})`` of method ``name``: run, or reused from
+  ``workdir/methods``.
 
   Each finished row is persisted as it completes (keyed by everything it depends
   on), so a crash or a kill in the methods phase loses at most the running method.
@@ -441,7 +514,7 @@ def _method_row(setup: Setup, workdir: str, name: str):
       saved = json.load(f)
     logging.info("%s: reusing its finished row %s", name, path)
     row = {k: (math.nan if v is None else v) for k, v in saved["row"].items()}
-    return row, _result_from_json(saved["relearning"])
+    return row, {a: _result_from_json(r) for a, r in saved["relearning"].items()}
   except (OSError, ValueError, KeyError):
     pass
   if name == "Retrain":
@@ -451,13 +524,14 @@ def _method_row(setup: Setup, workdir: str, name: str):
   logging.info("phase evaluation: %s", name)
   row = setup.evaluate(params)
   start = time.perf_counter()
-  result = setup.relearn(params)
-  logging.info("%s: RCD of %d trajectories in %.1fs", name, setup.protocol.total_trajectories,
-               time.perf_counter() - start)
-  row.update(name=name, runtime_s=runtime, relearn_auc=relearn_auc(result),
-             hparams=hparams.to_dict())
-  outputs.write_json(path, {"row": row, "relearning": result._asdict()})
-  return row, result
+  results = setup.relearn_all(params)
+  logging.info("%s: RCD of %d attackers x %d trajectories in %.1fs", name, len(results),
+               setup.protocol.total_trajectories, time.perf_counter() - start)
+  row.update(name=name, runtime_s=runtime,
+             relearn_auc=relearn_auc(next(iter(results.values()))), hparams=hparams.to_dict())
+  outputs.write_json(path, {"row": row, "relearning": {a: r._asdict()
+                                                       for a, r in results.items()}})
+  return row, results
 
 
 @pipeline.locks_workdir
@@ -500,7 +574,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       continue
     if name == "Retrain":
       reference = result
-    row["rcd"] = _rcd.rcd_summary(result, reference)._asdict()
+    row["rcd"] = rcd_by_attacker(result, reference)
     curves[name] = result
     rows.append(row)
 
@@ -528,6 +602,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "batch_caps": setup.batch_caps,
       "rcd_threshold": threshold,
       "rcd_protocol": protocol.to_dict(),
+      "rcd_attackers": {a: dict(att.protocol.to_dict(), description=sections_lib.ATTACKERS[a])
+                        for a, att in setup.attacks.items()},
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
                                "rcd", "relearn_auc", "runtime_s", "flags", "hparams")}

@@ -150,7 +150,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "samples_per_class": _AT_LEAST_ONE, "sample_steps": _AT_LEAST_ONE,
     "grid_per_class": _AT_LEAST_ONE, "mia_max_per_class": _AT_LEAST_ONE,
     # Rates and scales.
-    "learning_rate": _POSITIVE, "temperature": _POSITIVE,
+    "learning_rate": _POSITIVE, "temperature": _POSITIVE, "adam_learning_rate": _POSITIVE,
     "learning_rates": _rule(lambda v: all(_finite(x) and x > 0 for x in
                                           (v if isinstance(v, tuple) else (v,))) and v != (),
                             "finite positive numbers"),

@@ -19,7 +19,7 @@ from ieu_jax import _rcd
 from ieu_jax import models
 from ieu_jax.hparams import HParams
 
-__all__ = ["CLASSIFIER_SECTIONS", "ClassifierRCDHParams", "DataHParams", "EvalHParams",
+__all__ = ["ATTACKERS", "CLASSIFIER_SECTIONS", "ClassifierRCDHParams", "DataHParams", "EvalHParams",
            "ForgetHParams", "RCDHParams", "TrainHParams", "check_model", "check_run_keys",
            "validate_sections"]
 
@@ -130,11 +130,33 @@ class EvalHParams(HParams):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassifierRCDHParams(RCDHParams):
-  """``config.rcd`` of the classifier pipeline: the attacker, and ``tolerance``: the
-  threshold is the original's accuracy on the attacker's examples minus ``tolerance``
-  points."""
+  """``config.rcd`` of the classifier pipeline.
+
+  ``tolerance``: the threshold is the original's accuracy on the attacker's forget
+  examples minus ``tolerance`` points. ``attackers``: the threat models, each run
+  and reported under its name (:data:`ATTACKERS`); the first is the row's ``rcd``.
+  ``adam_learning_rate``: the ``adam`` attacker's step size.
+  """
 
   tolerance: float = 1.0
+  attackers: tuple[str, ...] = ("sgd",)
+  adam_learning_rate: float = 1e-3
+
+  def validate(self) -> None:
+    super().validate()
+    unknown = [a for a in self.attackers if a not in ATTACKERS]
+    if not self.attackers or unknown or len(set(self.attackers)) != len(self.attackers):
+      raise ValueError(f"{type(self).__name__}: attackers={self.attackers!r}: name each of"
+                       f" {tuple(ATTACKERS)} at most once, at least one.")
+
+
+ATTACKERS = {
+    "sgd": "the paper's: this section's optimizer on the attacker's m forget examples",
+    "adam": "Adam at adam_learning_rate on the same m forget examples",
+    "retain_only": "this section's optimizer on m retain examples only (no forget"
+                   " example); the criterion is still the accuracy on the m forget examples",
+}
+"""The attackers' threat models (``config.rcd.attackers``)."""
 
 
 CLASSIFIER_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": TrainHParams,

@@ -93,6 +93,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Test the criterion every k steps and replay a window with a first hit step by
   # step (faster where evaluating costs more than a step; 1: every step).
   c.rcd.probe_every = 1
+  # The attackers (threat models), each reported under its name; the first is the
+  # row's RCD (ieu_jax.sections.ATTACKERS): the paper's SGD on m forget examples,
+  # Adam on the same, and SGD on m *retain* examples only.
+  c.rcd.attackers = ("sgd", "adam", "retain_only")
+  c.rcd.adam_learning_rate = 1e-3
 
   # Hyperparameter search (experiments.search): every method gets the same budget of
   # candidate settings, scored on the validation split (see ieu_jax/comparison.py).
