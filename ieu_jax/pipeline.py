@@ -347,7 +347,7 @@ def aggregate(
       row["n"].append(1.0)
       for f in fields:
         row.setdefault(f, []).append(_num(m.get(f)))
-      for f in ("steps_mean", "censored_frac", "normalized"):
+      for f in ("steps_mean", "censored_frac", "normalized", "worst_case_normalized"):
         row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
       row.setdefault("lower_bound", []).append(bool(m["rcd"].get("lower_bound", False)))
   out = {}

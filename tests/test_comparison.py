@@ -48,6 +48,10 @@ def test_aggregate_by_hand():
   assert agg["IEU"]["rcd_lower_bound"] == 1 and agg["Retrain"]["rcd_lower_bound"] == 0
   assert agg["IEU"]["rcd_censored_frac"] == (0.5, 0.5)
   assert "| >= 54.0 ± 46.0 |" in comparison.scenario_table(agg)
+  # The worst case over attackers is averaged like the rest (absent in old files: n/a).
+  runs[0]["methods"][1]["rcd"]["worst_case_normalized"] = 0.2
+  runs[1]["methods"][1]["rcd"]["worst_case_normalized"] = 0.4
+  assert comparison.aggregate(runs)["IEU"]["rcd_worst_case_normalized"] == pytest.approx((0.3, 0.1))
   assert agg["IEU"]["n"] == 2 and agg["IEU"]["failed"] == 0
   # A method that diverged on every seed is a row that says so, and claims skip it.
   runs[0]["failed"] = runs[1]["failed"] = [{"name": "GA", "error": "NaN"}]
