@@ -83,6 +83,7 @@ __all__ = [
     "SHARDED_FORMULATIONS",
     "TRAJECTORY_AXIS",
     "classifier_task",
+    "fastest_rate",
     "first_hits",
     "relearn",
     "default_formulation",
@@ -452,6 +453,32 @@ def relearn(
       distance=curves[..., 2],
       stopped_at=int(protocol.eval_steps[stop]),
   )
+
+
+def fastest_rate(result: RelearnResult, num_orders: int) -> RelearnResult:
+  """The attacker that keeps, for each data order, its fastest learning rate.
+
+  ``result`` holds ``L * num_orders`` trajectories (trajectory ``r`` at learning
+  rate ``r // num_orders`` and data order ``r % num_orders``, as :func:`relearn`
+  lays out a grid). For each order this keeps the trajectory of the learning rate
+  that met the criterion first (the first rate of the grid on a tie); an order is
+  censored only when it is censored at every rate, and then keeps the first rate.
+
+  Returns:
+    A :class:`RelearnResult` of ``num_orders`` trajectories.
+  """
+  total = result.first_hit.shape[0]
+  if num_orders < 1 or total % num_orders:
+    raise ValueError(f"num_orders={num_orders} does not divide {total} trajectories.")
+  rates = total // num_orders
+  steps = np.where(result.censored, np.inf, result.first_hit).reshape(rates, num_orders)
+  best = np.argmin(steps, axis=0)  # the first minimum: the first rate on a tie
+  pick = best * num_orders + np.arange(num_orders)
+  take = lambda a: None if a is None else np.asarray(a)[pick]
+  return result._replace(first_hit=take(result.first_hit), censored=take(result.censored),
+                         learning_rate=take(result.learning_rate),
+                         accuracy=take(result.accuracy), loss=take(result.loss),
+                         distance=take(result.distance))
 
 
 def rcd_summary(

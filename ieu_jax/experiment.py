@@ -275,11 +275,20 @@ class Setup:
     return self.relearn_all(params)[next(iter(self.attacks))]
 
   def relearn_all(self, params) -> dict[str, _rcd.RelearnResult]:
-    """Every attacker's trajectories from ``params`` (same keys for every model)."""
-    return {name: _rcd.relearn(params, self.apply_fn, a.relearn_data, a.protocol,
-                               rcd_key(self.config), eval_data=a.eval_data,
-                               reference_params=self.original)
-            for name, a in self.attacks.items()}
+    """Every attacker's trajectories from ``params`` (same keys for every model).
+
+    An attacker with a grid of learning rates keeps, for each data order, the
+    rate that relearned first (:func:`ieu_jax._rcd.fastest_rate`).
+    """
+    out = {}
+    for name, a in self.attacks.items():
+      result = _rcd.relearn(params, self.apply_fn, a.relearn_data, a.protocol,
+                            rcd_key(self.config), eval_data=a.eval_data,
+                            reference_params=self.original)
+      if len(a.protocol.lr_grid) > 1:
+        result = _rcd.fastest_rate(result, a.protocol.num_trajectories)
+      out[name] = result
+    return out
 
   def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
     """UA, RA, MIA and the held-out accuracy: ``TA`` (test) or ``VA`` (validation).

@@ -343,3 +343,26 @@ def test_repeated_calls_do_not_retrace(formulation):
   assert len(traces) == n, f"{formulation} retraced: {traces[n:]}"
   assert not np.allclose(first.loss, second.loss)
   np.testing.assert_array_equal(second.learning_rate, [0.3, 0.3, 0.4, 0.4])
+
+
+def test_fastest_rate_keeps_each_orders_first_hit_over_the_grid():
+  """3 orders x 2 rates, by hand: order 0 is faster at rate 1, order 1 at rate 0,
+  order 2 is censored at rate 0 only, and a tie keeps the first rate."""
+  from ieu_jax import _rcd  # pylint: disable=g-import-not-at-top
+  first = np.array([10, 5, -1, 4, 9, 7])  # rate 0: orders 0-2; rate 1: orders 0-2
+  censored = first < 0
+  result = ieu_jax.RelearnResult(
+      first_hit=first, censored=censored, learning_rate=np.repeat([0.01, 0.1], 3),
+      steps=np.arange(21), accuracy=np.arange(6)[:, None] * np.ones((6, 21)),
+      loss=None, distance=None, stopped_at=20)
+  best = _rcd.fastest_rate(result, num_orders=3)
+  np.testing.assert_array_equal(best.first_hit, [4, 5, 7])
+  np.testing.assert_array_equal(best.learning_rate, [0.1, 0.01, 0.1])
+  np.testing.assert_array_equal(best.accuracy[:, 0], [3, 1, 5])  # the kept trajectories
+  all_censored = result._replace(first_hit=np.array([-1, 5, -1, -1, 5, -1]),
+                                 censored=np.array([True, False, True, True, False, True]))
+  best = _rcd.fastest_rate(all_censored, num_orders=3)
+  np.testing.assert_array_equal(best.censored, [True, False, True])
+  np.testing.assert_array_equal(best.learning_rate, [0.01, 0.01, 0.01])  # tie: the first
+  with pytest.raises(ValueError, match="num_orders=4 does not divide 6"):
+    _rcd.fastest_rate(result, num_orders=4)

@@ -210,3 +210,18 @@ def test_a_sweep_checks_every_cell_before_any_work(tmp_path):
   with pytest.raises(ValueError, match="config.seed=-1"):
     comparison.sweep(config, str(tmp_path), ["random10"], [0, -1])
   assert not os.path.exists(tmp_path / "random10")
+
+
+@pytest.mark.slow
+def test_an_attacker_with_a_rate_grid_keeps_each_orders_fastest_rate(full_run, tmp_path):
+  workdir, _ = full_run
+  _copy_models(workdir, str(tmp_path))
+  config = _tiny("Retrain,GA")
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config.rcd = ml_collections.ConfigDict(dict(config.rcd.to_dict(), attackers=("sgd",),
+                                              learning_rates=(0.003, 0.01)))
+  out = experiment.run_experiment(config, str(tmp_path))
+  json_rows = os.listdir(tmp_path / "methods")
+  assert len(json_rows) == 2
+  saved = json.load(open(tmp_path / "methods" / sorted(json_rows)[0]))["relearning"]["sgd"]
+  assert len(saved["first_hit"]) == config.rcd.num_trajectories  # K orders, not 2K
