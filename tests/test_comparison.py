@@ -120,3 +120,17 @@ def test_censored_methods_are_never_ranked_faster():
   rows[3] = ("IEU", 9, 1, 60, 30, 0.5)
   c = comparison.claims(comparison.aggregate([_run(rows)]))["2_higher_rcd"]
   assert c["supported"] is False and c["versus"]["RL"]["ieu_better"] is False
+
+
+def test_the_worst_case_claim_is_made_when_every_row_has_it():
+  rows = [("Retrain", 10, 0, 40, 60, 0.0), ("FT", 1, 8, 5, 95, 0.0), ("IEU", 9, 1, 30, 10, 0.0)]
+  runs = [_run(rows)]
+  assert "2b_higher_worst_case_rcd" not in comparison.claims(comparison.aggregate(runs))
+  worst = {"Retrain": 1.0, "FT": 0.02, "IEU": 0.5}
+  for m in runs[0]["methods"]:
+    m["rcd"]["worst_case_normalized"] = worst[m["name"]]
+  c = comparison.claims(comparison.aggregate(runs))["2b_higher_worst_case_rcd"]
+  assert c["supported"] is True and c["versus"]["FT"]["baseline"] == 0.02
+  runs[0]["methods"][2]["rcd"]["worst_case_normalized"] = 0.01  # IEU revived faster than FT
+  c = comparison.claims(comparison.aggregate(runs))["2b_higher_worst_case_rcd"]
+  assert c["supported"] is False
