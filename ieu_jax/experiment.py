@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -39,6 +39,7 @@ from absl import logging
 
 from ieu_jax import _metrics
 from ieu_jax import _rcd
+from ieu_jax import attackers as attackers_lib
 from ieu_jax import checkpoints
 from ieu_jax import data as data_lib
 from ieu_jax import methods as methods_lib
@@ -119,21 +120,6 @@ def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
       jax.eval_shape(init_fn, key),
       lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what),
       strict=bool(config.get("strict_checkpoints", False)))
-
-
-def rcd_by_attacker(results: Mapping[str, _rcd.RelearnResult],
-                    reference: Mapping[str, _rcd.RelearnResult]) -> dict[str, Any]:
-  """A row's ``rcd``: the first attacker's summary, every attacker's, and the worst case.
-
-  ``by_attacker[name]`` is each attacker's :class:`ieu_jax.RCDSummary`, normalised
-  by Retrain's under the same attacker; ``worst_case_normalized`` is the minimum of
-  ``normalized`` over the attackers (the attacker picks its best attack), NaN only
-  when no attacker's is defined. The top-level fields are the first attacker's.
-  """
-  by = {a: _rcd.rcd_summary(r, reference[a])._asdict() for a, r in results.items()}
-  defined = [s["normalized"] for s in by.values() if math.isfinite(s["normalized"])]
-  return dict(next(iter(by.values())), by_attacker=by,
-              worst_case_normalized=min(defined) if defined else math.nan)
 
 
 def relearn_auc(result: _rcd.RelearnResult) -> float:
@@ -268,7 +254,7 @@ class Setup:
   protocol: _rcd.RelearnProtocol
   root_key: jax.Array
   batch_caps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  attacks: dict[str, Attack] = dataclasses.field(default_factory=dict)
+  attacks: dict[str, attackers_lib.Attack] = dataclasses.field(default_factory=dict)
 
   def relearn(self, params) -> _rcd.RelearnResult:
     """The first attacker's relearning trajectories from ``params``."""
@@ -381,7 +367,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data,
                                        batch_size=int(config.eval.batch_size))
   protocol = relearn_protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
-  attacks = _attacks(config, fs, protocol, relearn_data)
+  attacks = attackers_lib.attacks(config, fs, protocol, relearn_data)
   protocol = next(iter(attacks.values())).protocol
   return Setup(
       config=config, splits=splits, forget_split=fs, init_fn=init_fn, apply_fn=apply_fn,
@@ -391,42 +377,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
       relearn_data=relearn_data, protocol=protocol, root_key=root,
       batch_caps=_batch_caps(config, fs, int(relearn_data[0].shape[0])), attacks=attacks,
   )
-
-
-class Attack(NamedTuple):
-  """One attacker: its protocol, the data it trains on, and the criterion's data
-  (None: the data it trains on)."""
-
-  protocol: _rcd.RelearnProtocol
-  relearn_data: tuple[jax.Array, jax.Array]
-  eval_data: tuple[jax.Array, jax.Array] | None = None
-
-
-# The retain examples of the retain_only attacker come from their own stream.
-_RETAIN_ATTACKER_STREAM = 18
-
-
-def _attacks(config, fs, protocol: _rcd.RelearnProtocol, relearn_data) -> dict[str, Attack]:
-  """The attackers of ``config.rcd.attackers`` (:data:`ieu_jax.sections.ATTACKERS`).
-
-  All share the threshold (the original's accuracy on the attacker's ``m`` forget
-  examples minus the tolerance) and the criterion's examples, those ``m``.
-  """
-  rcd = config.rcd
-  out = {}
-  for name in tuple(rcd.get("attackers", ("sgd",))):
-    if name == "sgd":
-      out[name] = Attack(protocol, relearn_data)
-    elif name == "adam":
-      adam = dataclasses.replace(protocol, optimizer="adam",
-                                 learning_rates=float(rcd.get("adam_learning_rate", 1e-3)))
-      out[name] = Attack(adam, relearn_data)
-    else:  # retain_only
-      idx = np.sort(np.random.default_rng([int(config.seed), _RETAIN_ATTACKER_STREAM]).choice(
-          len(fs.retain), min(int(rcd.relearn_size), len(fs.retain)), replace=False))
-      retain = fs.retain.take(idx)
-      out[name] = Attack(protocol, (retain.x, retain.y), relearn_data)
-  return out
 
 
 def relearn_checkpoints(
@@ -583,7 +533,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       continue
     if name == "Retrain":
       reference = result
-    row["rcd"] = rcd_by_attacker(result, reference)
+    row["rcd"] = attackers_lib.rcd_by_attacker(result, reference)
     curves[name] = result
     rows.append(row)
 
