@@ -13,9 +13,9 @@ import math
 from typing import Any, Mapping, NamedTuple
 
 import jax
-import numpy as np
 
 from ieu_jax import _rcd
+from ieu_jax import pipeline
 
 __all__ = ["Attack", "attacks", "rcd_by_attacker"]
 
@@ -49,8 +49,8 @@ def attacks(config, fs, protocol: _rcd.RelearnProtocol, relearn_data) -> dict[st
                                  learning_rates=float(rcd.get("adam_learning_rate", 1e-3)))
       out[name] = Attack(adam, relearn_data)
     else:  # retain_only
-      idx = np.sort(np.random.default_rng([int(config.seed), _RETAIN_ATTACKER_STREAM]).choice(
-          len(fs.retain), min(int(rcd.relearn_size), len(fs.retain)), replace=False))
+      idx = pipeline.attacker_subset(len(fs.retain), int(rcd.relearn_size), int(config.seed),
+                                     stream=_RETAIN_ATTACKER_STREAM)
       retain = fs.retain.take(idx)
       out[name] = Attack(protocol, (retain.x, retain.y), relearn_data)
   return out

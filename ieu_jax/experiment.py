@@ -350,6 +350,11 @@ def _batch_caps(config, fs, relearn_size: int) -> list[dict[str, Any]]:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   """Checks the config, loads the data, trains or restores the original and retrained models."""
   validate_config(config)
+  return _prepare(config, workdir)
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """:func:`prepare` of a config already checked."""
   root = jax.random.key(int(config.seed))
   splits, fs, init_fn, apply_fn = data_and_model(config)
   num_classes = splits.train.num_classes
@@ -447,9 +452,7 @@ _ROW_PARTS = ("data", "forget", "model", "train", "eval", "rcd")
 
 
 def _result_from_json(d: Mapping[str, Any]) -> _rcd.RelearnResult:
-  as_array = lambda v, dtype=np.float32: np.asarray(
-      [[np.nan if x is None else x for x in r] for r in v] if v and isinstance(v[0], list)
-      else [np.nan if x is None else x for x in v], dtype)
+  as_array = lambda v: np.asarray(v, np.float32)  # JSON's null (NaN) reads back as NaN
   return _rcd.RelearnResult(
       first_hit=np.asarray(d["first_hit"], np.int64), censored=np.asarray(d["censored"], bool),
       learning_rate=np.asarray(d["learning_rate"]), steps=np.asarray(d["steps"]),
@@ -508,7 +511,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   names = validate_config(config)
   if outputs.is_writer():
     os.makedirs(workdir, exist_ok=True)
-  setup = prepare(config, workdir)
+  setup = _prepare(config, workdir)
   fs, protocol = setup.forget_split, setup.protocol
   threshold = protocol.threshold
 

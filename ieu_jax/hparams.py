@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -75,7 +76,7 @@ def _coerce(owner: str, name: str, kind: Any, value: Any) -> Any:
       raise ValueError(
           f"{owner}: hyperparameter {name}={value!r}: expected one of {typing.get_args(kind)}.")
     return value
-  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+  if origin in (typing.Union, types.UnionType):
     args = typing.get_args(kind)
     if value is None and type(None) in args:
       return None
@@ -113,7 +114,7 @@ def _describe(kind: Any) -> str:
     return f"one of {typing.get_args(kind)}"
   if origin is tuple:
     return f"a sequence of {_describe(typing.get_args(kind)[0])}"
-  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+  if origin in (typing.Union, types.UnionType):
     return " or ".join(_describe(a) for a in typing.get_args(kind) if a is not type(None))
   return names.get(kind, str(kind))
 

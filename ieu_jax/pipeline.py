@@ -251,15 +251,16 @@ def relearn_protocol(rcd: Any, threshold: float) -> _rcd.RelearnProtocol:
 ATTACKER_STREAM = 17
 
 
-def attacker_subset(num_forget: int, size: int, seed: int) -> np.ndarray:
-  """Sorted indices of the ``min(size, num_forget)`` forget examples the attacker holds.
+def attacker_subset(num_forget: int, size: int, seed: int,
+                    stream: int = ATTACKER_STREAM) -> np.ndarray:
+  """Sorted indices of the ``min(size, num_forget)`` examples the attacker holds.
 
-  Drawn without replacement from ``numpy.random.default_rng([seed,
-  ATTACKER_STREAM])``, so every model compared under one seed meets the same
-  attacker.
+  Drawn without replacement from ``numpy.random.default_rng([seed, stream])``, so
+  every model compared under one seed meets the same attacker (``stream``: the
+  forget examples' by default; another for another set, e.g. the retain set).
   """
   m = min(int(size), int(num_forget))
-  rng = np.random.default_rng([int(seed), ATTACKER_STREAM])
+  rng = np.random.default_rng([int(seed), int(stream)])
   return np.sort(rng.choice(int(num_forget), m, replace=False))
 
 

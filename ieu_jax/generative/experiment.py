@@ -172,6 +172,11 @@ def _load(config):
 def prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSetup:
   """Checks the config, loads the data, trains (or restores) the classifier and both DDPMs."""
   validate_config(config)
+  return _prepare_generative(config, workdir)
+
+
+def _prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenSetup:
+  """:func:`prepare_generative` of a config already checked."""
   if outputs.is_writer():
     os.makedirs(workdir, exist_ok=True)
   root = jax.random.key(int(config.seed))
@@ -315,7 +320,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   """
   wall_start = time.perf_counter()
   names = validate_config(config)
-  setup = prepare_generative(config, workdir)
+  setup = _prepare_generative(config, workdir)
   ev = config.eval
   relearn, threshold, protocol, m = _relearning(config, setup)
 
@@ -421,9 +426,11 @@ def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   missing = [n for n in names if n not in config.get("search", {})]
   if missing:
     raise ValueError(f"config.search has no candidates for {missing}.")
+  overrides = {}
   for name in names:  # every candidate is checked before any work
-    for j, override in enumerate(config.search[name]):
-      override = dict(override.to_dict() if hasattr(override, "to_dict") else override)
+    overrides[name] = [dict(o.to_dict() if hasattr(o, "to_dict") else o)
+                       for o in config.search[name]]
+    for j, override in enumerate(overrides[name]):
       methods_lib.get_method(name).hparams_class.from_config(
           dict(config.method[name].to_dict(), **override), method=f"config.search.{name}[{j}]")
   setup = prepare_generative(config, workdir)
@@ -435,8 +442,7 @@ def search_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[s
          "methods": {}}
   for name in names:
     candidates = []
-    for j, override in enumerate(config.search[name]):
-      override = dict(override.to_dict() if hasattr(override, "to_dict") else override)
+    for j, override in enumerate(overrides[name]):
       values = dict(config.method[name].to_dict(), **override)
       method_key = pipeline.method_key(setup.root, _KEY_SEARCH, name, j)
       try:
