@@ -225,3 +225,21 @@ def test_an_attacker_with_a_rate_grid_keeps_each_orders_fastest_rate(full_run, t
   assert len(json_rows) == 2
   saved = json.load(open(tmp_path / "methods" / sorted(json_rows)[0]))["relearning"]["sgd"]
   assert len(saved["first_hit"]) == config.rcd.num_trajectories  # K orders, not 2K
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_the_finished_rows(full_run, tmp_path, monkeypatch):
+  """The persisted rows are read back, not recomputed: with every method broken, a
+  rerun on the same workdir still writes the full table."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, results = full_run
+  shutil.copytree(workdir, tmp_path / "w", ignore=shutil.ignore_patterns(".lock"))
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("recomputed")
+
+  for name in ("FT", "GA", "IEU"):
+    monkeypatch.setitem(methods_lib.REGISTRY, name,
+                        methods_lib.REGISTRY[name]._replace(unlearn=broken))
+  out = experiment.run_experiment(_tiny(), str(tmp_path / "w"))
+  assert out["failed"] == [] and _rows(out) == _rows(results)
