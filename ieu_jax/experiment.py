@@ -258,23 +258,21 @@ class Setup:
 
   def relearn(self, params) -> _rcd.RelearnResult:
     """The first attacker's relearning trajectories from ``params``."""
-    return self.relearn_all(params)[next(iter(self.attacks))]
+    return self._relearn(next(iter(self.attacks.values())), params)
 
   def relearn_all(self, params) -> dict[str, _rcd.RelearnResult]:
-    """Every attacker's trajectories from ``params`` (same keys for every model).
+    """Every attacker's trajectories from ``params`` (same keys for every model)."""
+    return {name: self._relearn(a, params) for name, a in self.attacks.items()}
 
-    An attacker with a grid of learning rates keeps, for each data order, the
-    rate that relearned first (:func:`ieu_jax._rcd.fastest_rate`).
-    """
-    out = {}
-    for name, a in self.attacks.items():
-      result = _rcd.relearn(params, self.apply_fn, a.relearn_data, a.protocol,
-                            rcd_key(self.config), eval_data=a.eval_data,
-                            reference_params=self.original)
-      if len(a.protocol.lr_grid) > 1:
-        result = _rcd.fastest_rate(result, a.protocol.num_trajectories)
-      out[name] = result
-    return out
+  def _relearn(self, attack: attackers_lib.Attack, params) -> _rcd.RelearnResult:
+    """One attacker's trajectories; with a grid of learning rates, each data order
+    keeps the rate that relearned first (:func:`ieu_jax._rcd.fastest_rate`)."""
+    result = _rcd.relearn(params, self.apply_fn, attack.relearn_data, attack.protocol,
+                          rcd_key(self.config), eval_data=attack.eval_data,
+                          reference_params=self.original)
+    if len(attack.protocol.lr_grid) > 1:
+      result = _rcd.fastest_rate(result, attack.protocol.num_trajectories)
+    return result
 
   def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
     """UA, RA, MIA and the held-out accuracy: ``TA`` (test) or ``VA`` (validation).
