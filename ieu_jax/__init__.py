@@ -29,6 +29,7 @@ from ieu_jax._metrics import mia_efficacy
 from ieu_jax._metrics import predict
 from ieu_jax._metrics import true_class_confidence
 from ieu_jax._rcd import default_formulation
+from ieu_jax._rcd import Draws
 from ieu_jax._rcd import FORMULATIONS
 from ieu_jax._rcd import RCDSummary
 from ieu_jax._rcd import rcd_summary
@@ -66,6 +67,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "Draws",
     "FORMULATIONS",
     "MLP",
     "NonFiniteError",

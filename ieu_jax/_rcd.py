@@ -80,6 +80,7 @@ __all__ = [
     "RelearnProtocol",
     "RelearnResult",
     "RCDSummary",
+    "Draws",
     "SHARDED_FORMULATIONS",
     "TRAJECTORY_AXIS",
     "classifier_task",
@@ -129,6 +130,10 @@ class RelearnProtocol:
     formulation: how the trajectories are laid out, one of :data:`FORMULATIONS`;
       None picks by backend (:func:`default_formulation`). It changes the speed,
       not the numbers (up to float rounding).
+    guard_drop: with guard data (``relearn(..., guard_data=...)``), a point
+      counts as relearned only while the guard (the evaluation's score on the
+      guard data, e.g. accuracy on held-out examples of the other classes) is at
+      most this many points below its value before relearning; None: no guard.
 
   Raises:
     ValueError: at construction, naming the field and its value, for a value
@@ -147,6 +152,7 @@ class RelearnProtocol:
   stop_when_done: bool = True
   probe_every: int = 1
   formulation: str | None = None
+  guard_drop: float | None = None
 
   def __post_init__(self):
     if self.optimizer not in ("sgd", "adam"):
@@ -179,6 +185,8 @@ class RelearnProtocol:
           f"threshold={self.threshold!r} must be a finite number >= 0: the loss"
           " criterion compares it with a mean loss."
       )
+    if self.guard_drop is not None and not (_is_real(self.guard_drop) and self.guard_drop >= 0):
+      raise ValueError(f"guard_drop={self.guard_drop!r} must be a finite number >= 0 or None.")
     lrs = self.learning_rates
     lrs = tuple(lrs) if isinstance(lrs, Sequence) and not isinstance(lrs, str) else (lrs,)
     if not lrs or not all(_is_real(lr) and lr > 0 for lr in lrs):
@@ -226,6 +234,9 @@ class RelearnResult(NamedTuple):
     stopped_at: the last step evaluated: ``max_steps``, or, when the protocol
       stops once every trajectory has met the criterion, the largest first hit
       (the curves are NaN after it).
+    guard: ``(K, G)`` the guard's score (NaN without a guard, and at points where
+      the criterion does not hold: it is computed where it matters only).
+    threshold: ``(K,)`` each trajectory's threshold (float32).
   """
 
   first_hit: np.ndarray
@@ -236,6 +247,28 @@ class RelearnResult(NamedTuple):
   loss: np.ndarray
   distance: np.ndarray
   stopped_at: int | None = None
+  guard: np.ndarray | None = None
+  threshold: np.ndarray | None = None
+
+
+class Draws(NamedTuple):
+  """What each data order draws for itself (leading axis: the ``K`` data orders).
+
+  Trajectory ``k`` (at every learning rate of a grid) trains on the examples
+  ``train[k]`` of the relearn data, is evaluated on the examples ``eval[k]`` of
+  the evaluation data, and meets the criterion against ``threshold[k]``. A field
+  left None means: every example (``train``, ``eval``), or the protocol's
+  threshold.
+
+  Attributes:
+    train: ``(K, m)`` int indices into ``relearn_data``, or None.
+    eval: ``(K, n)`` int indices into ``eval_data``, or None.
+    threshold: ``(K,)`` thresholds, or None.
+  """
+
+  train: np.ndarray | None = None
+  eval: np.ndarray | None = None
+  threshold: np.ndarray | None = None
 
 
 class RCDSummary(NamedTuple):
@@ -310,13 +343,18 @@ def _canonical(fn):
   return canonicalize_convs(fn)  # one wrapper per function: jit caches hit
 
 
-def first_hits(curves: np.ndarray, protocol: RelearnProtocol) -> tuple[np.ndarray, np.ndarray]:
-  """``(first_hit, censored)`` from ``(K, G, 3)`` curves on ``protocol.eval_steps``.
+def first_hits(curves: np.ndarray, protocol: RelearnProtocol,
+               threshold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """``(first_hit, censored)`` from ``(K, G, 4)`` curves on ``protocol.eval_steps``.
 
-  ``first_hit`` is the first evaluated step meeting the criterion (-1 where
-  censored: never met; NaN points never meet it).
+  ``first_hit`` is the first evaluated step that counts as relearned (-1 where
+  censored: never; NaN points never count): the criterion holds against
+  ``threshold`` ``(K,)`` (default: the protocol's), and, with a guard, the guard
+  (channel 3) is within ``protocol.guard_drop`` of its value at step 0.
   """
-  hit = engine.hits(curves, protocol)
+  if threshold is None:
+    threshold = np.full(curves.shape[0], protocol.threshold, np.float32)
+  hit = engine.hits(curves, protocol, threshold, curves[:, 0, 3])
   censored = ~hit.any(axis=1)
   first = np.where(censored, -1, protocol.eval_steps[np.argmax(hit, axis=1)])
   return first.astype(np.int64), censored
@@ -330,6 +368,8 @@ def relearn(
     key: jax.Array,
     *,
     eval_data: Any = None,
+    draws: Draws | None = None,
+    guard_data: Any = None,
     reference_params: Any = None,
     loss=softmax_cross_entropy,
     objective: Callable[..., jax.Array] | None = None,
@@ -355,6 +395,14 @@ def relearn(
     eval_data: what the criterion is tested on after each evaluation block:
       for a classifier ``(x, y)`` (default: ``relearn_data``); with
       ``evaluation``, any pytree it takes.
+    draws: each data order's own training examples, evaluation examples and
+      threshold (:class:`Draws`); default: every trajectory trains and is
+      evaluated on all of the data, against ``protocol.threshold``.
+    guard_data: the guard's data (needs ``protocol.guard_drop``, and the other
+      way round): the evaluation's score on it must stay within
+      ``protocol.guard_drop`` of its value before relearning for a point to
+      count (for a classifier, ``(x, y)`` of examples the attacker does not
+      target, e.g. the other classes).
     reference_params: params to measure the weight distance to (e.g. the
       original model); the distance curve is NaN without it.
     loss: ``loss(logits, labels) -> scalar`` of the classifier.
@@ -384,7 +432,9 @@ def relearn(
 
   Raises:
     ValueError: for an unknown formulation, a mesh with a formulation that is
-      not sharded, a task given twice or half, or empty or mismatched data.
+      not sharded, a task given twice or half, empty or mismatched data, draws
+      of the wrong shape or out of range, or a guard without its drop (or the
+      other way round).
   """
   formulation = formulation or protocol.formulation or default_formulation()
   if not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
@@ -413,36 +463,49 @@ def relearn(
     raise ValueError(f"relearn_data: {x.shape[0]} inputs but {y.shape[0]} labels.")
   if apply_fn is not None:
     eval_data = relearn_data if eval_data is None else eval_data
-    if eval_data[0].shape[0] == 0 or eval_data[0].shape[0] != eval_data[1].shape[0]:
-      raise ValueError(
-          f"eval_data must be non-empty with matching lengths; got"
-          f" {eval_data[0].shape[0]} inputs, {eval_data[1].shape[0]} labels."
-      )
+    for what, d in (("eval_data", eval_data), ("guard_data", guard_data)):
+      if d is not None and (d[0].shape[0] == 0 or d[0].shape[0] != d[1].shape[0]):
+        raise ValueError(
+            f"{what} must be non-empty with matching lengths; got"
+            f" {d[0].shape[0]} inputs, {d[1].shape[0]} labels."
+        )
     objective, evaluation = classifier_task(
         _canonical(apply_fn) if canonical_convs else apply_fn, loss)
   elif canonical_convs:
     objective, evaluation = _canonical(objective), _canonical(evaluation)
+  if (guard_data is None) != (protocol.guard_drop is None):
+    raise ValueError(
+        f"guard_data is {'missing' if guard_data is None else 'given'} but"
+        f" protocol.guard_drop={protocol.guard_drop!r}: give both or neither.")
+  draws = _check_draws(draws or Draws(), protocol, x.shape[0],
+                       None if eval_data is None else jax.tree.leaves(eval_data)[0].shape[0])
   prog = engine.Program(objective, evaluation, protocol,
-                        engine.AttackData(x, y, eval_data, reference_params))
+                        engine.AttackData(x, y, eval_data, reference_params, guard_data))
 
   k_orders = protocol.num_trajectories
   lr_grid = protocol.lr_grid
   keys = jax.vmap(lambda i: jax.random.fold_in(as_key(key), i))(jnp.arange(k_orders))
-  orders = jax.vmap(
-      lambda k: trajectory_batch_indices(k, x.shape[0], protocol.max_steps, protocol.batch_size)
-  )(keys)
+  pool = x.shape[0] if draws.train is None else draws.train.shape[1]
+  orders = np.asarray(jax.vmap(
+      lambda k: trajectory_batch_indices(k, pool, protocol.max_steps, protocol.batch_size)
+  )(keys))
+  if draws.train is not None:  # each order's batches from its own examples
+    orders = np.take_along_axis(draws.train[:, None, :], orders.reshape(k_orders, 1, -1),
+                                axis=2).reshape(orders.shape)
   # Trajectory r = (learning rate r // K, data order r % K).
-  indices = np.tile(np.asarray(orders), (len(lr_grid), 1, 1))
+  tile = lambda a: None if a is None else np.tile(a, (len(lr_grid),) + (1,) * (a.ndim - 1))
+  indices = tile(orders)
+  threshold = tile(draws.threshold)
   key_data = np.asarray(jax.random.key_data(keys))
   traj = engine.Trajectories(
-      lr=np.repeat(np.asarray(lr_grid, np.float32), k_orders),
-      key=np.tile(key_data, (len(lr_grid),) + (1,) * (key_data.ndim - 1)))
+      lr=np.repeat(np.asarray(lr_grid, np.float32), k_orders), key=tile(key_data),
+      threshold=threshold, eval_idx=tile(draws.eval))
 
   start = engine.STARTS[formulation]
   if formulation in SHARDED_FORMULATIONS:
     start = functools.partial(start, mesh=mesh or trajectory_mesh())
-  curves, stop = engine.run(start, prog, params, traj, indices, chunk_steps)
-  first, censored = first_hits(curves, protocol)
+  curves, stop = engine.run(start, prog, params, traj, indices, chunk_steps, threshold)
+  first, censored = first_hits(curves, protocol, threshold)
   return RelearnResult(
       first_hit=first,
       censored=censored,
@@ -452,7 +515,36 @@ def relearn(
       loss=curves[..., 1],
       distance=curves[..., 2],
       stopped_at=int(protocol.eval_steps[stop]),
+      guard=curves[..., 3],
+      threshold=threshold,
   )
+
+
+def _check_draws(draws: Draws, protocol: RelearnProtocol, num_relearn: int,
+                 num_eval: int | None) -> Draws:
+  """The draws as host arrays (thresholds float32, filled from the protocol), checked."""
+  k = protocol.num_trajectories
+  out = {}
+  for name, size in (("train", num_relearn), ("eval", num_eval)):
+    idx = getattr(draws, name)
+    if idx is None:
+      out[name] = None
+      continue
+    idx = np.asarray(idx)
+    if idx.ndim != 2 or idx.shape[0] != k or idx.shape[1] == 0:
+      raise ValueError(f"draws.{name} has shape {idx.shape}: expected ({k}, n >= 1), a row"
+                       " per data order.")
+    if not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"draws.{name} has dtype {idx.dtype}: expected integer indices.")
+    if size is None or idx.min() < 0 or idx.max() >= size:
+      raise ValueError(f"draws.{name} holds indices in [{idx.min()}, {idx.max()}], outside"
+                       f" the {size} examples they index.")
+    out[name] = idx.astype(np.int32)
+  thr = draws.threshold
+  thr = np.full(k, protocol.threshold) if thr is None else np.asarray(thr, np.float64)
+  if thr.shape != (k,) or not np.isfinite(thr).all():
+    raise ValueError(f"draws.threshold must be {k} finite numbers; got {draws.threshold!r}.")
+  return Draws(out["train"], out["eval"], thr.astype(np.float32))
 
 
 def fastest_rate(result: RelearnResult, num_orders: int) -> RelearnResult:
@@ -478,7 +570,8 @@ def fastest_rate(result: RelearnResult, num_orders: int) -> RelearnResult:
   return result._replace(first_hit=take(result.first_hit), censored=take(result.censored),
                          learning_rate=take(result.learning_rate),
                          accuracy=take(result.accuracy), loss=take(result.loss),
-                         distance=take(result.distance))
+                         distance=take(result.distance), guard=take(result.guard),
+                         threshold=take(result.threshold))
 
 
 def rcd_summary(

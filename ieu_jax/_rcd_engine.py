@@ -27,7 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["AttackData", "FORMULATIONS", "SHARDED_FORMULATIONS", "STARTS", "TRAJECTORY_AXIS",
-           "Program", "Runner", "hits", "run", "trajectory_mesh"]
+           "Program", "Runner", "criterion_met", "hits", "run", "trajectory_mesh"]
 
 FORMULATIONS = ("vmap_scan", "vmap_loop", "sequential", "map_scan")
 SHARDED_FORMULATIONS = ("vmap_scan", "map_scan")
@@ -43,14 +43,18 @@ class AttackData(NamedTuple):
   Attributes:
     x: the attacker's inputs (a batch is ``x[idx]``).
     y: their labels.
-    eval: the evaluation's data, any pytree (the classifier's: ``(x, y)``).
+    eval: the evaluation's data, any pytree (the classifier's: ``(x, y)``); with
+      per-trajectory evaluation indices, trajectory ``k`` evaluates on the
+      examples ``eval_idx[k]`` of it (every leaf indexed on its leading axis).
     reference: params to measure ``||theta_t - reference||`` to, or None.
+    guard: the guard's data (the evaluation's score on it is the guard), or None.
   """
 
   x: Any
   y: Any
   eval: Any
   reference: Any
+  guard: Any = None
 
 
 class Trajectories(NamedTuple):
@@ -59,10 +63,15 @@ class Trajectories(NamedTuple):
   Attributes:
     lr: ``(K,)`` learning rates.
     key: ``(K, ...)`` raw key data of each trajectory's key.
+    threshold: ``(K,)`` float32, each trajectory's criterion threshold (the
+      guard is computed only where the criterion holds), or None.
+    eval_idx: ``(K, n)`` each trajectory's evaluation examples, or None (all).
   """
 
   lr: Any
   key: Any
+  threshold: Any = None
+  eval_idx: Any = None
 
 
 def _tree_distance(a, b) -> jax.Array:
@@ -78,15 +87,31 @@ class Program:
     self.protocol = protocol
     self.data = data
 
-  def evaluate(self, params):
-    """``(3,)``: the criterion's score, the loss, and the distance to the reference."""
-    score, value = self.evaluation(params, self.data.eval)
+  def evaluate(self, params, traj: Trajectories | None = None, force_guard: bool = False):
+    """``(4,)``: the criterion's score, the loss, the distance to the reference and
+    the guard (NaN without guard data, and where the criterion does not hold
+    unless ``force_guard``: a hit needs both, so the guard is skipped there)."""
+    data = self.data.eval
+    if traj is not None and traj.eval_idx is not None:
+      data = jax.tree.map(lambda a: a[traj.eval_idx], data)
+    score, value = self.evaluation(params, data)
     if self.data.reference is None:
       dist = jnp.array(jnp.nan, jnp.float32)
     else:
       dist = _tree_distance(params, self.data.reference)
     score = jnp.asarray(score, jnp.float32)
-    return jnp.stack([score, jnp.asarray(value, score.dtype), dist.astype(score.dtype)])
+    value = jnp.asarray(value, jnp.float32)
+    nan = jnp.array(jnp.nan, jnp.float32)
+    if self.data.guard is None:
+      guard = nan
+    else:
+      guard_score = lambda: jnp.asarray(self.evaluation(params, self.data.guard)[0], jnp.float32)
+      if force_guard or traj is None or traj.threshold is None:
+        guard = guard_score()
+      else:
+        met = criterion_met(score, value, traj.threshold, self.protocol.criterion)
+        guard = jax.lax.cond(met, guard_score, lambda: nan)
+    return jnp.stack([score, value, dist.astype(jnp.float32), guard])
 
   def init(self, params, traj: Trajectories):
     return params, self.protocol.make_optimizer(traj.lr).init(params)
@@ -108,10 +133,14 @@ class Program:
       steps = t0 + jnp.arange(n, dtype=jnp.int32)
       carry, _ = jax.lax.scan(lambda c, it: (self.step(c, traj, *it), None), carry,
                               (idx_block, steps))
-    return carry, self.evaluate(carry[0])
+    return carry, self.evaluate(carry[0], traj)
+
+  def first(self, params, traj: Trajectories):
+    """``(4,)`` the evaluation of the starting weights (the guard always computed)."""
+    return self.evaluate(params, traj, force_guard=True)
 
   def chunk(self, carry, traj, blocks, t0):
-    """Evaluation blocks ``(n, steps, batch)`` from step ``t0``: ``(carry, (n, 3))``."""
+    """Evaluation blocks ``(n, steps, batch)`` from step ``t0``: ``(carry, (n, 4))``."""
     n, e = blocks.shape[:2]
     starts = t0 + e * jnp.arange(n, dtype=jnp.int32)
     return jax.lax.scan(lambda c, b: self.block(c, traj, *b), carry, (blocks, starts))
@@ -120,11 +149,11 @@ class Program:
 class Runner(NamedTuple):
   """One formulation, started from the weights (see :data:`STARTS`).
 
-  ``first`` is the ``(3,)`` evaluation of the starting weights (host) and
-  ``carry`` every trajectory's ``(params, opt_state)``. ``advance(carry, blocks,
-  t0)`` runs every trajectory through evaluation blocks ``(K, n, steps, batch)``
-  (host indices) whose first step is ``t0``, and returns ``(carry, (K, n, 3) host
-  curves)``; it may consume ``carry``, so ``save(carry)`` returns a copy to
+  ``first`` is every trajectory's ``(K, 4)`` evaluation of the starting weights
+  (host) and ``carry`` every trajectory's ``(params, opt_state)``. ``advance(carry,
+  blocks, t0)`` runs every trajectory through evaluation blocks ``(K, n, steps,
+  batch)`` (host indices) whose first step is ``t0``, and returns ``(carry, (K, n,
+  4) host curves)``; it may consume ``carry``, so ``save(carry)`` returns a copy to
   advance from again. ``static_chunks``: ``advance`` compiles for the number of
   blocks (a scan), so every call should pass the same number.
   """
@@ -151,12 +180,12 @@ def _global(x, sharding: NamedSharding) -> jax.Array:
 def program_key(protocol):
   """The protocol with what the compiled programs do not depend on made constant.
 
-  Learning rates are arguments; the criterion, threshold, K, the stopping rule,
-  the probing and the formulation are applied on the host or come with the
-  shapes. Equal keys share cached programs.
+  Learning rates and thresholds are arguments; K, the stopping rule, the guard's
+  allowed drop, the probing and the formulation are applied on the host or come
+  with the shapes. Equal keys share cached programs.
   """
   return dataclasses.replace(
-      protocol, learning_rates=1.0, threshold=0.0, criterion="loss", num_trajectories=1,
+      protocol, learning_rates=1.0, threshold=0.0, num_trajectories=1, guard_drop=None,
       max_steps=protocol.eval_every, stop_when_done=True, probe_every=1, formulation=None)
 
 
@@ -180,10 +209,10 @@ def _sharded_functions(objective, evaluation, protocol, local: str, mesh: Mesh):
   run_ = jax.jit(jax.shard_map(run_local, mesh=mesh, in_specs=(spec, P(), spec, spec, P()),
                                out_specs=(spec, spec), check_vma=False),
                  donate_argnums=0)
-  evaluate = jax.jit(lambda data, p: program(data).evaluate(p))
+  first = jax.jit(lambda data, p, traj: jax.vmap(program(data).first, in_axes=(None, 0))(p, traj))
   gather = jax.jit(lambda c: c, out_shardings=NamedSharding(mesh, P()))
   copy = jax.jit(lambda c: jax.tree.map(jnp.copy, c))
-  return init, run_, evaluate, gather, copy
+  return init, run_, first, gather, copy
 
 
 def _start_sharded(prog: Program, params, traj: Trajectories, *, mesh: Mesh,
@@ -196,8 +225,9 @@ def _start_sharded(prog: Program, params, traj: Trajectories, *, mesh: Mesh,
   sharded = NamedSharding(mesh, P(TRAJECTORY_AXIS))
   rep = lambda tree: jax.tree.map(lambda a: _global(a, replicated), tree)
   params, data = rep(params), rep(prog.data)
+  whole = rep(traj)
   traj = jax.tree.map(lambda a: _global(pad(a), sharded), traj)
-  init, run_, evaluate, gather, copy = _sharded_functions(
+  init, run_, first_fn, gather, copy = _sharded_functions(
       prog.objective, prog.evaluation, program_key(prog.protocol), local, mesh)
   # The trajectory state is created already sharded along the trajectory axis:
   # its shapes first (no computation), then a program in which each device writes
@@ -205,7 +235,7 @@ def _start_sharded(prog: Program, params, traj: Trajectories, *, mesh: Mesh,
   state_shape = jax.eval_shape(init, params, traj)
   carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: sharded, state_shape))(
       params, traj)
-  first = np.asarray(evaluate(data, params).addressable_data(0))
+  first = np.asarray(first_fn(data, params, whole).addressable_data(0))
 
   def advance(carry, blocks, t0):
     carry, curves = run_(carry, data, traj, _global(pad(blocks), sharded),
@@ -228,7 +258,8 @@ def _start_vmap_loop(prog: Program, params, traj: Trajectories, *, mesh=None) ->
     return carry, np.asarray(jnp.stack(curves, axis=1))
 
   carry = jax.jit(jax.vmap(prog.init, in_axes=(None, 0)))(params, traj)
-  return Runner(np.asarray(jax.jit(prog.evaluate)(params)), carry, advance, lambda c: c)
+  first = jax.jit(jax.vmap(prog.first, in_axes=(None, 0)))(params, traj)
+  return Runner(np.asarray(first), carry, advance, lambda c: c)
 
 
 @functools.lru_cache(maxsize=16)
@@ -239,14 +270,14 @@ def _sequential_functions(objective, evaluation, protocol):
     return Program(objective, evaluation, protocol, data)
 
   init = jax.jit(lambda p, traj: program(None).init(p, traj))
-  evaluate = jax.jit(lambda data, p: program(data).evaluate(p))
+  first = jax.jit(lambda data, p, traj: program(data).first(p, traj))
   block = jax.jit(lambda data, carry, traj, idx, t0: program(data).block(carry, traj, idx, t0))
-  return init, evaluate, block
+  return init, first, block
 
 
 def _start_sequential(prog: Program, params, traj: Trajectories, *, mesh=None) -> Runner:
   del mesh
-  init, evaluate, block = _sequential_functions(
+  init, first, block = _sequential_functions(
       prog.objective, prog.evaluation, program_key(prog.protocol))
   data = prog.data
   one = lambda k: jax.tree.map(lambda a: a[k], traj)
@@ -262,8 +293,10 @@ def _start_sequential(prog: Program, params, traj: Trajectories, *, mesh=None) -
       rows.append(jnp.stack(curve))
     return carries, np.asarray(jnp.stack(rows))
 
-  carries = [init(params, one(k)) for k in range(traj.lr.shape[0])]
-  return Runner(np.asarray(evaluate(data, params)), carries, advance, list)
+  k_all = range(traj.lr.shape[0])
+  carries = [init(params, one(k)) for k in k_all]
+  firsts = np.stack([np.asarray(first(data, params, one(k))) for k in k_all])
+  return Runner(firsts, carries, advance, list)
 
 
 STARTS = {
@@ -274,14 +307,31 @@ STARTS = {
 }
 
 
-def hits(curves: np.ndarray, protocol) -> np.ndarray:
-  """Where the criterion holds, from ``(..., 3)`` curves (NaN never holds)."""
-  if protocol.criterion == "accuracy":
-    return curves[..., 0] >= protocol.threshold
-  return curves[..., 1] <= protocol.threshold
+def criterion_met(score, value, threshold, criterion: str):
+  """Whether the criterion holds (NaN never does): ``score >= threshold`` for
+  ``"accuracy"``, ``value <= threshold`` for ``"loss"``. Works on arrays of any
+  backend; the host and the programs compare the same float32 values."""
+  return score >= threshold if criterion == "accuracy" else value <= threshold
 
 
-def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: int):
+def hits(points: np.ndarray, protocol, threshold: np.ndarray, guard0: np.ndarray) -> np.ndarray:
+  """Where a trajectory counts as relearned, from ``(K, n, 4)`` curve points.
+
+  The criterion must hold against the trajectory's own ``threshold`` ``(K,)``
+  (float32), and, with a guard (``protocol.guard_drop``), the guard must not have
+  fallen more than ``guard_drop`` below ``guard0`` ``(K,)``, its value before
+  relearning. NaN never counts.
+  """
+  thr = np.asarray(threshold, np.float32)[:, None]
+  met = criterion_met(points[..., 0], points[..., 1], thr, protocol.criterion)
+  if protocol.guard_drop is not None:
+    floor = np.asarray(guard0, np.float32)[:, None] - np.float32(protocol.guard_drop)
+    met = met & (points[..., 3] >= floor)
+  return met
+
+
+def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: int,
+        threshold: np.ndarray):
   """Runs the trajectories in chunks: probes, replays, and the stop.
 
   Without probing (``probe_every == 1``) every evaluation point is computed, in
@@ -291,7 +341,10 @@ def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: 
   for the first time, the chunk is replayed from its saved start with every
   point evaluated, so first hits keep the grid's resolution.
 
-  Returns ``(curves, stop)``: ``(K, G, 3)`` curves on the evaluation grid (NaN
+  ``threshold`` ``(K,)``: each trajectory's threshold (what ``traj.threshold``
+  holds on the devices).
+
+  Returns ``(curves, stop)``: ``(K, G, 4)`` curves on the evaluation grid (NaN
   at points not evaluated, and after grid point ``stop``, the last one any
   trajectory needed when the run stopped early).
   """
@@ -317,11 +370,12 @@ def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: 
 
   runner = start(prog, params, traj)
   carry = runner.carry
-  curves = np.full((k, num_blocks + 1, 3), np.nan, np.float32)
+  curves = np.full((k, num_blocks + 1, 4), np.nan, np.float32)
   curves[:, 0] = runner.first
+  hits_of = lambda points: hits(points, protocol, threshold, curves[:, 0, 3])
   done = 0
   while done < num_blocks:
-    met = hits(curves, protocol).any(axis=1)
+    met = hits_of(curves).any(axis=1)
     if protocol.stop_when_done and met.all():
       break
     window = blocks[:, done:done + chunk]
@@ -330,7 +384,7 @@ def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: 
     if probe > 1 and n == chunk:
       saved = runner.save(carry)
       carry, end = runner.advance(carry, window.reshape(k, 1, chunk * e, batch), t0)
-      if hits(end[:, 0], protocol)[~met].any():  # a first hit: replay every point
+      if hits_of(end)[:, 0][~met].any():  # a first hit: replay every point
         carry, out = runner.advance(saved, window, t0)
         curves[:, done + 1:done + 1 + n] = out
       else:
@@ -339,7 +393,7 @@ def run(start, prog: Program, params, traj: Trajectories, indices, chunk_steps: 
       carry, out = runner.advance(carry, window if runner.static_chunks else window[:, :n], t0)
       curves[:, done + 1:done + 1 + n] = out[:, :n]
     done += n
-  hit = hits(curves, protocol)
+  hit = hits_of(curves)
   if not protocol.stop_when_done or not hit.any(axis=1).all():
     return curves, num_blocks
   # Identical to the whole budget up to the last first hit, and NaN after it

@@ -61,7 +61,6 @@ __all__ = [
     "relearn_auc",
     "relearn_checkpoints",
     "relearn_protocol",
-    "relearn_set",
     "run_experiment",
 ]
 
@@ -83,7 +82,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   sections = sections_lib.validate_sections(config, sections_lib.CLASSIFIER_SECTIONS)
   sections_lib.check_model(config.model)
   names = method_names(config)
-  pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
+  relearn_protocol(config, threshold=50.0)  # the protocol's own checks
   return names
 
 
@@ -152,16 +151,18 @@ def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str,
   return row
 
 
-def relearn_set(fs, config):
-  """The attacker's ``m`` forget examples (:func:`ieu_jax.pipeline.attacker_subset`)."""
-  idx = pipeline.attacker_subset(len(fs.forget), int(config.rcd.relearn_size), int(config.seed))
-  subset = fs.forget.take(idx)
-  return subset.x, subset.y
-
-
 def relearn_protocol(config, threshold: float) -> _rcd.RelearnProtocol:
-  """:func:`ieu_jax.pipeline.relearn_protocol` of ``config.rcd``."""
-  return pipeline.relearn_protocol(config.rcd, threshold)
+  """:func:`ieu_jax.pipeline.relearn_protocol` of ``config.rcd`` (an accuracy criterion)."""
+  return pipeline.relearn_protocol(config.rcd, threshold, criterion="accuracy",
+                                   guard_drop=config.rcd.get("guard_drop"))
+
+
+_CRITERIA = {
+    "relearned": "accuracy on the attacker's own m forget examples >= the original's"
+                 " accuracy on them minus {tolerance} points",
+    "recovered": "accuracy on forget examples the attacker does not hold >= halfway between"
+                 " Retrain's and the original's accuracy on them",
+}
 
 
 def _markdown(results) -> str:
@@ -191,7 +192,9 @@ def _markdown(results) -> str:
       "",
       "Percentages; Avg. Gap against Retrain over UA, RA, TA, MIA (lower is better);"
       " Gap+RCD adds 100*|ln((T+1)/(T_Retrain+1))| as a fifth term. RCD: relearning steps"
-      f" until forget accuracy >= {fmt(results['rcd_threshold'])}% (restricted mean ±"
+      f" until {results['rcd_criterion']} ({_criterion_text(results)}; each trajectory draws"
+      f" its own examples, mean threshold {fmt(results['rcd_threshold'])}%){_guard_text(results)}"
+      " (restricted mean ±"
       " std over trajectories: a censored one counts as the budget, and >= marks the mean"
       " as a lower bound; censored share), normalised by Retrain's, for the first"
       f" attacker ({attackers[0]}); the others' steps (normalised in brackets) and the worst"
@@ -206,6 +209,19 @@ def _markdown(results) -> str:
       f"Wall time: {fmt(results['wall_time_s'], 1)} s on {results['devices']}.",
   ]
   return "\n".join(lines) + "\n"
+
+
+def _criterion_text(results) -> str:
+  tolerance = results["config"]["rcd"].get("tolerance", 1.0)
+  return _CRITERIA[results["rcd_criterion"]].format(tolerance=outputs.fmt(tolerance))
+
+
+def _guard_text(results) -> str:
+  drop = results["rcd_protocol"].get("guard_drop")
+  if drop is None:
+    return ""
+  return (f", while accuracy on {results['sizes']['guard']} held-out examples of the other"
+          f" classes stays within {outputs.fmt(drop)} points of its value before relearning")
 
 
 def _plot(path, curves: dict[str, dict[str, _rcd.RelearnResult]], threshold: float) -> None:
@@ -250,7 +266,6 @@ class Setup:
   training_time_s: dict[str, float]
   restored: dict[str, bool]
   problem: methods_lib.Problem
-  relearn_data: tuple[jax.Array, jax.Array]
   protocol: _rcd.RelearnProtocol
   root_key: jax.Array
   batch_caps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -268,8 +283,8 @@ class Setup:
     """One attacker's trajectories; with a grid of learning rates, each data order
     keeps the rate that relearned first (:func:`ieu_jax._rcd.fastest_rate`)."""
     result = _rcd.relearn(params, self.apply_fn, attack.relearn_data, attack.protocol,
-                          rcd_key(self.config), eval_data=attack.eval_data,
-                          reference_params=self.original)
+                          rcd_key(self.config), eval_data=attack.eval_data, draws=attack.draws,
+                          guard_data=attack.guard_data, reference_params=self.original)
     if len(attack.protocol.lr_grid) > 1:
       result = _rcd.fastest_rate(result, attack.protocol.num_trajectories)
     return result
@@ -331,7 +346,7 @@ def rcd_key(config: ml_collections.ConfigDict) -> jax.Array:
 _RETAIN_ONLY = ("Retrain", "FT", "l1-sparse")
 
 
-def _batch_caps(config, fs, relearn_size: int) -> list[dict[str, Any]]:
+def _batch_caps(config, fs, relearn_size: int) -> list[dict[str, Any]]:  # relearn_size: m
   """Every batch size larger than the data it is drawn from (see ``pipeline.batch_caps``)."""
   sizes = {"train.batch_size": (int(config.train.batch_size), len(fs.retain)),
            "rcd.batch_size": (int(config.rcd.batch_size), relearn_size)}
@@ -366,19 +381,15 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> Setup:
       apply_fn=apply_fn, init_fn=init_fn, original=original, forget=fs.forget,
       retain=fs.retain, num_classes=num_classes, train=config.train.to_dict(),
   )
-  relearn_data = relearn_set(fs, config)
-  orig_relearn_acc = _metrics.accuracy(apply_fn, original, *relearn_data,
-                                       batch_size=int(config.eval.batch_size))
-  protocol = relearn_protocol(config, orig_relearn_acc - float(config.rcd.tolerance))
-  attacks = attackers_lib.attacks(config, fs, protocol, relearn_data)
-  protocol = next(iter(attacks.values())).protocol
+  attacks = attackers_lib.attacks(config, splits, fs, apply_fn, original, retrained)
+  first = next(iter(attacks.values()))
   return Setup(
       config=config, splits=splits, forget_split=fs, init_fn=init_fn, apply_fn=apply_fn,
       original=original, retrained=retrained,
       training_time_s={"original": t_orig, "retrain": t_retrain},
       restored={"original": restored_orig, "retrain": restored_retrain}, problem=problem,
-      relearn_data=relearn_data, protocol=protocol, root_key=root,
-      batch_caps=_batch_caps(config, fs, int(relearn_data[0].shape[0])), attacks=attacks,
+      protocol=first.protocol, root_key=root,
+      batch_caps=_batch_caps(config, fs, first.draws.train.shape[1]), attacks=attacks,
   )
 
 
@@ -390,20 +401,20 @@ def relearn_checkpoints(
     original: str | None = None,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-  """RCD of ``checkpoint``, normalised by ``reference``'s, under ``config``.
+  """RCD of ``checkpoint``, normalised by ``reference``'s, under ``config``'s first attacker.
 
   Args:
     config: an experiment config (``data``, ``forget``, ``model``, ``rcd``, ``seed``).
     checkpoint: directory of the params to measure (``checkpoints.save_params``).
-    reference: directory of the reference params (usually the retrained model).
-    original: directory of the original model: the threshold is its accuracy on
-      the relearn set minus ``config.rcd.tolerance``, and weight distances are
-      measured to it.
-    threshold: the criterion's threshold; required when ``original`` is None.
+    reference: directory of the reference params (usually the retrained model;
+      it is Retrain for the ``recovered`` criterion's thresholds).
+    original: directory of the original model: the thresholds come from its
+      accuracy (``config.rcd.criterion``), and weight distances are measured to it.
+    threshold: one threshold for every trajectory; required when ``original`` is None.
 
   Returns:
-    ``{"threshold", "protocol", "checkpoint": {summary, first_hit}, "reference": ...,
-    "normalized"}``.
+    ``{"threshold", "thresholds", "protocol", "checkpoint": {summary, first_hit},
+    "reference": ..., "normalized"}``.
 
   Raises:
     ValueError: when neither ``original`` nor ``threshold`` is given.
@@ -412,29 +423,29 @@ def relearn_checkpoints(
   if original is None and threshold is None:
     raise ValueError("give --original (threshold from its accuracy) or --threshold.")
   validate_config(config)
-  _, fs, init_fn, apply_fn = data_and_model(config)
+  splits, fs, init_fn, apply_fn = data_and_model(config)
   like = jax.eval_shape(init_fn, jax.random.key(0))
   load = lambda path: checkpoints.restore_params(path, like)
-  relearn_data = relearn_set(fs, config)
   orig = load(original) if original else None
-  if threshold is None:
-    acc = _metrics.accuracy(apply_fn, orig, *relearn_data, batch_size=int(config.eval.batch_size))
-    threshold = acc - float(config.rcd.tolerance)
-  protocol = relearn_protocol(config, threshold)
+  ref_params = load(reference)
+  attack = next(iter(attackers_lib.attacks(config, splits, fs, apply_fn, orig, ref_params,
+                                           threshold=threshold).values()))
   key = rcd_key(config)
 
-  def run(path):
-    result = _rcd.relearn(load(path), apply_fn, relearn_data, protocol, key,
-                          reference_params=orig)
+  def run(params, path):
+    result = _rcd.relearn(params, apply_fn, attack.relearn_data, attack.protocol, key,
+                          eval_data=attack.eval_data, draws=attack.draws,
+                          guard_data=attack.guard_data, reference_params=orig)
     logging.info("%s: first hits %s", path, result.first_hit.tolist())
     return result
 
-  ref = run(reference)
-  res = run(checkpoint)
+  ref = run(ref_params, reference)
+  res = run(load(checkpoint), checkpoint)
   summary = _rcd.rcd_summary(res, ref)
   return {
-      "threshold": float(threshold),
-      "protocol": protocol.to_dict(),
+      "threshold": attack.protocol.threshold,
+      "thresholds": attack.draws.threshold.tolist(),
+      "protocol": attack.protocol.to_dict(),
       "checkpoint": {"path": checkpoint, **summary._asdict(),
                      "first_hit": res.first_hit.tolist()},
       "reference": {"path": reference, **_rcd.rcd_summary(ref)._asdict(),
@@ -455,7 +466,8 @@ def _result_from_json(d: Mapping[str, Any]) -> _rcd.RelearnResult:
       first_hit=np.asarray(d["first_hit"], np.int64), censored=np.asarray(d["censored"], bool),
       learning_rate=np.asarray(d["learning_rate"]), steps=np.asarray(d["steps"]),
       accuracy=as_array(d["accuracy"]), loss=as_array(d["loss"]),
-      distance=as_array(d["distance"]), stopped_at=d["stopped_at"])
+      distance=as_array(d["distance"]), stopped_at=d["stopped_at"],
+      guard=as_array(d["guard"]), threshold=as_array(d["threshold"]))
 
 
 def _method_row(setup: Setup, workdir: str, name: str):
@@ -512,6 +524,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   setup = _prepare(config, workdir)
   fs, protocol = setup.forget_split, setup.protocol
   threshold = protocol.threshold
+  first = next(iter(setup.attacks.values()))
 
   original_row = setup.evaluate(setup.original)
   original_row["train_accuracy"] = _metrics.accuracy(
@@ -554,13 +567,17 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
                    else f"{config.forget.mode} {100 * float(config.forget.fraction):.0f}%"),
       "sizes": {"train": len(fs.train), "forget": len(fs.forget), "retain": len(fs.retain),
                 "val": len(setup.splits.val), "test": len(setup.splits.test),
-                "relearn": int(setup.relearn_data[0].shape[0])},
+                "relearn": int(first.draws.train.shape[1]),
+                "criterion_examples": int(first.draws.eval.shape[1]),
+                "guard": 0 if first.guard_data is None else int(first.guard_data[1].shape[0])},
       "original": original_row,
       "memorization_gap": (100.0 - original_row["UA"]) - (100.0 - retrain_row["UA"]),
       "training_time_s": setup.training_time_s,
       "restored_from_checkpoint": setup.restored,
       "batch_caps": setup.batch_caps,
+      "rcd_criterion": config.rcd.criterion,
       "rcd_threshold": threshold,
+      "rcd_thresholds": first.draws.threshold.tolist(),
       "rcd_protocol": protocol.to_dict(),
       "rcd_attackers": {a: dict(att.protocol.to_dict(), description=sections_lib.ATTACKERS[a])
                         for a, att in setup.attacks.items()},

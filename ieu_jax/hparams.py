@@ -140,6 +140,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "forget_batch_size": _AT_LEAST_ONE,
     "max_steps": _AT_LEAST_ONE, "eval_every": _AT_LEAST_ONE, "probe_every": _AT_LEAST_ONE,
     "num_trajectories": _AT_LEAST_ONE, "relearn_size": _AT_LEAST_ONE,
+    "heldout_size": _AT_LEAST_ONE, "guard_size": _AT_LEAST_ONE,
     "msteps": _AT_LEAST_ZERO, "warmup_steps": _AT_LEAST_ZERO, "num_steps": _AT_LEAST_ONE,
     "max_train": _AT_LEAST_ONE, "max_test": _AT_LEAST_ONE, "hidden": _AT_LEAST_ONE,
     "features": _rule(lambda v: len(v) > 0 and all(f >= 1 for f in v),
@@ -158,7 +159,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_grad_norm": _NON_NEGATIVE,  # 0 (or None): no clipping
     "weight_decay": _NON_NEGATIVE, "noise_std": _NON_NEGATIVE, "ascent_scale": _NON_NEGATIVE,
     "retain_scale": _NON_NEGATIVE, "alpha": _NON_NEGATIVE, "gamma": _NON_NEGATIVE,
-    "tolerance": _NON_NEGATIVE, "collapse_margin": _NON_NEGATIVE,
+    "tolerance": _NON_NEGATIVE, "collapse_margin": _NON_NEGATIVE, "guard_drop": _NON_NEGATIVE,
     "guidance_scale": _NON_NEGATIVE,
     "momentum": _PROBABILITY, "val_size": _PROBABILITY, "label_drop": _PROBABILITY,
     "fraction": _FRACTION, "beta_start": _FRACTION, "beta_end": _FRACTION,

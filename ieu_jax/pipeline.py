@@ -224,19 +224,20 @@ def batch_caps(sizes: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
   return caps
 
 
-def relearn_protocol(rcd: Any, threshold: float) -> _rcd.RelearnProtocol:
+def relearn_protocol(rcd: Any, threshold: float, **overrides: Any) -> _rcd.RelearnProtocol:
   """The attacker of a config section ``rcd`` (a ConfigDict or an :class:`RCDHParams`).
 
   Reads ``optimizer``, ``learning_rates`` (one or a list), ``momentum``,
   ``batch_size``, ``max_steps``, ``criterion``, ``num_trajectories``,
   ``eval_every``, and optionally ``stop_when_done`` (True), ``probe_every`` (1) and
   ``formulation`` (by backend: :func:`ieu_jax.default_formulation`, recorded as
-  chosen).
+  chosen). ``overrides`` replace protocol fields (the classifier's criteria are
+  accuracy criteria: ``criterion="accuracy"``; its ``guard_drop``).
   """
   r = rcd.to_dict()
   lrs = r["learning_rates"]
   lrs = tuple(float(x) for x in lrs) if isinstance(lrs, (tuple, list)) else float(lrs)
-  return _rcd.RelearnProtocol(
+  fields = dict(
       optimizer=r["optimizer"], learning_rates=lrs, momentum=float(r["momentum"]),
       batch_size=int(r["batch_size"]), max_steps=int(r["max_steps"]),
       criterion=r["criterion"], threshold=float(threshold),
@@ -245,6 +246,7 @@ def relearn_protocol(rcd: Any, threshold: float) -> _rcd.RelearnProtocol:
       probe_every=int(r.get("probe_every", 1)),
       formulation=r.get("formulation") or _rcd.default_formulation(),
   )
+  return _rcd.RelearnProtocol(**(fields | overrides))
 
 
 # The attacker's subset is drawn from its own stream of the seed.

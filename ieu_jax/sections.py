@@ -130,15 +130,24 @@ class EvalHParams(HParams):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassifierRCDHParams(RCDHParams):
-  """``config.rcd`` of the classifier pipeline.
+  """``config.rcd`` of the classifier pipeline (see :mod:`ieu_jax.attackers`).
 
-  ``tolerance``: the threshold is the original's accuracy on the attacker's forget
-  examples minus ``tolerance`` points. ``attackers``: the threat models, each run
+  ``criterion``: ``relearned`` (the paper's: accuracy on the attacker's own ``m``
+  forget examples reaches the original's on them minus ``tolerance`` points) or
+  ``recovered`` (accuracy on up to ``heldout_size`` forget examples the attacker
+  does not hold reaches halfway between Retrain's and the original's on them).
+  ``guard_drop``: a point counts only while accuracy on ``guard_size`` held-out
+  examples of the other classes is at most this many points below its value
+  before relearning (None: no guard). ``attackers``: the threat models, each run
   and reported under its name (:data:`ATTACKERS`); the first is the row's ``rcd``.
   ``adam_learning_rate``: the ``adam`` attacker's step size.
   """
 
+  criterion: Literal["relearned", "recovered"] = "relearned"
   tolerance: float = 1.0
+  heldout_size: int = 256
+  guard_drop: float | None = 5.0
+  guard_size: int = 256
   attackers: tuple[str, ...] = ("sgd",)
   adam_learning_rate: float = 1e-3
 
@@ -154,7 +163,7 @@ ATTACKERS = {
     "sgd": "the paper's: this section's optimizer on the attacker's m forget examples",
     "adam": "Adam at adam_learning_rate on the same m forget examples",
     "retain_only": "this section's optimizer on m retain examples only (no forget"
-                   " example); the criterion is still the accuracy on the m forget examples",
+                   " example); the criterion is measured on the forget set as for the others",
 }
 """The attackers' threat models (``config.rcd.attackers``)."""
 

@@ -182,10 +182,11 @@ def _fake_start(accuracy, static_chunks=False):
       calls.append(blocks.shape)
       steps = t[:, None] + blocks.shape[2] * (1 + np.arange(blocks.shape[1]))
       acc = np.vectorize(accuracy)(np.arange(k)[:, None], steps)
-      return steps[:, -1], np.stack([acc, -acc, np.zeros_like(acc)], axis=-1)
+      nan = np.full_like(acc, np.nan)
+      return steps[:, -1], np.stack([acc, -acc, np.zeros_like(acc), nan], axis=-1)
 
-    acc0 = np.vectorize(accuracy)(np.arange(k), 0)
-    first = np.array([acc0[0], -acc0[0], 0.0])
+    acc0 = np.vectorize(accuracy)(np.arange(k), 0).astype(float)
+    first = np.stack([acc0, -acc0, np.zeros(k), np.full(k, np.nan)], axis=-1)
     return _rcd_engine.Runner(first, np.zeros(k, int), advance, np.copy, static_chunks)
 
   return start, calls
@@ -197,7 +198,8 @@ def _drive(start, protocol, chunk_steps=4):
   prog = _rcd_engine.Program(None, None, protocol, None)
   indices = np.zeros((protocol.num_trajectories, protocol.max_steps, 32), np.int32)
   traj = _rcd_engine.Trajectories(np.ones(protocol.num_trajectories), None)
-  return _rcd_engine.run(start, prog, None, traj, indices, chunk_steps)
+  threshold = np.full(protocol.num_trajectories, protocol.threshold, np.float32)
+  return _rcd_engine.run(start, prog, None, traj, indices, chunk_steps, threshold)
 
 
 def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
@@ -208,7 +210,7 @@ def test_the_driver_stops_at_the_first_chunk_after_the_last_hit():
   curves, stop = _drive(start, protocol)
   assert stop == 11 and calls == [(3, 4, 1, 32)] * 3
   np.testing.assert_array_equal(np.argmax(curves[..., 0] >= 50, axis=1), hit_at)
-  assert np.isnan(curves[:, 12:]).all() and not np.isnan(curves[:, :12]).any()
+  assert np.isnan(curves[:, 12:]).all() and not np.isnan(curves[:, :12, :3]).any()
   # Met at step 0 by every trajectory: no step is run at all.
   start, calls = _fake_start(lambda k, t: 80.0)
   curves, stop = _drive(start, protocol)

@@ -83,9 +83,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rcd.max_steps = 200
   c.rcd.eval_every = 1
   c.rcd.num_trajectories = 8
-  c.rcd.relearn_size = 256  # m: forget examples the attacker holds (and is evaluated on)
-  c.rcd.criterion = "accuracy"
-  c.rcd.tolerance = 1.0  # threshold = original's accuracy on those examples - tolerance
+  c.rcd.relearn_size = 256  # m: forget examples the attacker holds, drawn per trajectory
+  # 'relearned' (the paper's): accuracy on the attacker's m examples >= the original's
+  # on them - tolerance; 'recovered': accuracy on up to heldout_size forget examples
+  # the attacker does not hold >= halfway between Retrain's and the original's on them.
+  c.rcd.criterion = "relearned"
+  c.rcd.tolerance = 1.0
+  c.rcd.heldout_size = 256
+  # Both: a point counts only while accuracy on guard_size validation examples of
+  # the other classes is at most guard_drop points below its value before relearning.
+  c.rcd.guard_drop = config_dict.FieldReference(5.0, field_type=float)  # None: no guard
+  c.rcd.guard_size = 256
   c.rcd.formulation = config_dict.placeholder(str)  # default: chosen by backend
   # End the relearning once every trajectory has met the criterion (first hits are
   # those of the whole budget; the curves stop there).
