@@ -6,10 +6,11 @@
       [--original=runs/fmnist/checkpoints/original-<fingerprint>] [--output=rcd.json]
 
 The config says which data, forget set, model and relearning protocol
-(``config.rcd``) to use, exactly as ``experiments.unlearn`` does: the same
-relearn subset, the same keys, so the numbers match the pipeline's. The
-criterion's threshold is the ``--original`` model's accuracy on the relearn set
-minus ``config.rcd.tolerance`` (as in the pipeline), or ``--threshold``. Both
+(``config.rcd``) to use, exactly as ``experiments.unlearn`` does with its first
+attacker: the same draws per trajectory, the same guard, the same keys, so the
+numbers match the pipeline's. Each trajectory's threshold comes from the
+``--original`` model (and, for ``config.rcd.criterion='recovered'``, the
+``--reference`` as Retrain) as in the pipeline, or is ``--threshold``. Both
 checkpoints relearn as one sharded program each; on several hosts every process
 runs this binary (``jax.distributed`` starts from the environment, see
 ``experiments/entry.py``) and only process 0 writes ``--output``.

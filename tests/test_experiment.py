@@ -121,3 +121,49 @@ def test_rcd_gap():
   assert experiment.rcd_gap(19.0, 9.0) == pytest.approx(experiment.rcd_gap(4.0, 9.0))
   assert experiment.rcd_gap(0.0, 9.0) == pytest.approx(100 * math.log(10))
   assert math.isnan(experiment.rcd_gap(float("nan"), 9.0))
+
+
+@pytest.mark.slow
+def test_the_recovered_criterion_end_to_end(run, tmp_path):
+  """``rcd.criterion='recovered'`` on the same models: each order's threshold is halfway
+  between the original's and Retrain's accuracy on its held-out forget examples
+  (recomputed here from the saved models), disjoint from the attacker's."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from ieu_jax import _metrics  # pylint: disable=g-import-not-at-top
+
+  _, workdir, first = run
+  shutil.copytree(os.path.join(workdir, "checkpoints"), str(tmp_path / "checkpoints"))
+  config = fashion_mnist.get_config("small")
+  config.methods = "Retrain,GA"
+  config.rcd.criterion = "recovered"
+  setup = experiment.prepare(config, str(tmp_path))
+  fs = setup.forget_split
+  for name, attack in setup.attacks.items():
+    train, held = attack.draws.train, attack.draws.eval
+    if name != "retain_only":
+      for t, h in zip(train, held):
+        assert not set(t) & set(h)
+    assert held.shape[1] == min(config.rcd.heldout_size, len(fs.forget) - train.shape[1])
+  draws = setup.attacks["sgd"].draws
+  for k, h in enumerate(draws.eval):
+    acc = lambda p: _metrics.accuracy(setup.apply_fn, p, fs.forget.x[h], fs.forget.y[h])
+    expected = (acc(setup.original) + acc(setup.retrained)) / 2
+    assert draws.threshold[k] == pytest.approx(expected, abs=1e-4)
+  # retain_only trains on retain examples, each order its own, judged on the forget set.
+  retain_only = setup.attacks["retain_only"]
+  assert retain_only.relearn_data[0].shape == fs.retain.x.shape
+  assert len({tuple(t) for t in retain_only.draws.train}) == config.rcd.num_trajectories
+  results = experiment.run_experiment(config, str(tmp_path))
+  assert results["rcd_criterion"] == "recovered"
+  assert results["rcd_thresholds"] == pytest.approx(np.asarray(draws.threshold).tolist())
+  assert results["restored_from_checkpoint"] == {"original": True, "retrain": True}
+  for m in results["methods"]:
+    assert list(m["rcd"]["by_attacker"]) == ["sgd", "adam", "retain_only"]
+  # Under its own criterion Retrain's trajectories differ from the relearned run's.
+  assert (results["methods"][0]["rcd"]["by_attacker"]
+          != first["methods"][0]["rcd"]["by_attacker"])
+  md = open(tmp_path / "results.md").read()
+  assert "until recovered (accuracy on forget examples the attacker does not hold" in md
