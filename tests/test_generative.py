@@ -258,3 +258,97 @@ def test_run_seeds_rejects_repeated_or_missing_seeds(tmp_path):
   for seeds in ([], [1, 1]):
     with pytest.raises(ValueError, match="each once"):
       generative.run_seeds(_tiny_config(), str(tmp_path), seeds)
+
+
+# ----------------------------------------------------------------------------
+# RCD attackers.
+
+
+def _finite(x):
+  return x is not None and np.isfinite(x)
+
+
+@pytest.mark.slow
+def test_tiny_run_reports_every_attacker(tiny_run):
+  """Every row has each attacker's summary, normalised by Retrain's under the same
+  attacker; the top level is the first attacker's; the worst case is the smallest."""
+  results, workdir = tiny_run
+  config = _tiny_config()
+  attackers = list(config.rcd.attackers)
+  assert attackers == ["adam", "sgd"]
+  rows = {m["name"]: m for m in results["models"]}
+  for name, m in rows.items():
+    r = m["rcd"]
+    assert list(r["by_attacker"]) == attackers, name
+    first = r["by_attacker"][attackers[0]]
+    assert {k: r[k] for k in first} == first, name
+    defined = [s["normalized"] for s in r["by_attacker"].values() if _finite(s["normalized"])]
+    assert r["worst_case_normalized"] == (min(defined) if defined else None), name
+    if name != "Original":
+      assert set(m["rcd_curves_by_attacker"]) == set(attackers)
+      assert m["rcd_curves"] == m["rcd_curves_by_attacker"][attackers[0]]
+  for a, s in rows["Retrain"]["rcd"]["by_attacker"].items():
+    # 1 under every attacker, or undefined (None) when Retrain relearns at once.
+    assert s["normalized"] == 1.0 if s["steps_mean"] > 0 else s["normalized"] is None, a
+  for a, s in rows["Original"]["rcd"]["by_attacker"].items():
+    assert s["steps_mean"] == 0.0, a
+  # The names are the optimizers, whatever the order; both share everything else.
+  protocols = results["rcd_protocols"]
+  assert list(protocols) == attackers
+  assert protocols["adam"]["optimizer"] == "adam" and protocols["sgd"]["optimizer"] == "sgd"
+  assert protocols["adam"]["learning_rates"] == [config.rcd.learning_rates]
+  assert protocols["sgd"]["learning_rates"] == [config.rcd.sgd_learning_rate]
+  assert protocols["sgd"]["momentum"] == config.rcd.momentum
+  shared = lambda p: {k: v for k, v in p.items()
+                      if k not in ("optimizer", "learning_rates", "description")}
+  assert shared(protocols["adam"]) == shared(protocols["sgd"])
+  assert results["rcd_protocol"] == shared(protocols["adam"]) | {
+      "optimizer": "adam", "learning_rates": protocols["adam"]["learning_rates"]}
+  # results.md: every other attacker's steps, normalised in brackets.
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "| worst RCD norm. | sgd steps |" in md
+  for name, m in rows.items():
+    s = m["rcd"]["by_attacker"]["sgd"]
+    assert f"{outputs.fmt_steps(s, 2)} ({outputs.fmt(s['normalized'], 2)})" in md, name
+
+
+def test_attacker_protocols_adam_is_the_former_protocol_and_sgd_is_sgd():
+  config = _tiny_config()
+  config.rcd.attackers = ("sgd", "adam")
+  protocols = generative.experiment.attacker_protocols(config.rcd, threshold=40.0)
+  assert list(protocols) == ["sgd", "adam"]
+  # adam: the protocol the generative RCD ran before it had attackers.
+  former = ml_collections.ConfigDict(dict(config.rcd.to_dict(), optimizer="adam"))
+  assert protocols["adam"] == ieu_jax.pipeline.relearn_protocol(former, 40.0)
+  assert protocols["sgd"] == dataclasses.replace(
+      protocols["adam"], optimizer="sgd", learning_rates=config.rcd.sgd_learning_rate)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("attackers", ("adam", "sgd", "adam"), r"attackers=\('adam', 'sgd', 'adam'\)"),
+    ("attackers", ("adam", "retain_only"), r"attackers=\('adam', 'retain_only'\)"),
+    ("attackers", (), r"attackers=\(\)"),
+    ("optimizer", "sgd", r"optimizer='sgd' is not read"),
+    ("sgd_learning_rate", 0.0, r"sgd_learning_rate=0.0"),
+])
+def test_generative_rcd_config_is_checked(key, value, match):
+  config = _tiny_config()
+  config.rcd[key] = value
+  with pytest.raises(ValueError, match=match):
+    generative.experiment.validate_config(config)
+
+
+def test_original_rcd_is_zero_steps_normalised_where_retrain_relearns_later():
+  def summary(steps):
+    return {"steps_mean": steps, "steps_std": 0.0, "censored_frac": 0.0,
+            "normalized": 1.0 if steps else float("nan"), "median": steps, "lower_bound": False}
+  # Retrain relearns at once under adam (the criterion says nothing there), later under sgd.
+  retrain = {"by_attacker": {"adam": summary(0.0), "sgd": summary(30.0)}}
+  r = generative.experiment._original_rcd(retrain)
+  assert list(r["by_attacker"]) == ["adam", "sgd"]
+  assert all(s["steps_mean"] == 0.0 for s in r["by_attacker"].values())
+  assert np.isnan(r["by_attacker"]["adam"]["normalized"]) and np.isnan(r["normalized"])
+  assert r["by_attacker"]["sgd"]["normalized"] == 0.0
+  assert r["worst_case_normalized"] == 0.0  # the smallest defined one
+  retrain["by_attacker"]["sgd"] = summary(0.0)
+  assert np.isnan(generative.experiment._original_rcd(retrain)["worst_case_normalized"])

@@ -46,6 +46,7 @@ import numpy as np
 from absl import logging
 
 from ieu_jax import _rcd
+from ieu_jax import attackers as attackers_lib
 from ieu_jax import data as data_lib
 from ieu_jax import outputs
 from ieu_jax import pipeline
@@ -145,7 +146,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
   if isinstance(forget_class, bool) or not isinstance(forget_class, int) or forget_class < 0:
     raise ValueError(f"config.forget_class={forget_class!r} must be an integer >= 0.")
   sections = sections_lib.validate_sections(config, gen_sections.GENERATIVE_SECTIONS)
-  pipeline.relearn_protocol(sections["rcd"], threshold=50.0)  # the protocol's own checks
+  attacker_protocols(sections["rcd"], threshold=50.0)  # the protocols' own checks
   names = _method_names(config)
   for name in names:
     methods_lib.hparams(name, config.method[name])
@@ -289,8 +290,37 @@ def _prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenS
       generate=generate, predict=predict, evaluate=evaluate, sample_key=sample_key)
 
 
+def attacker_protocols(rcd, threshold: float) -> dict[str, _rcd.RelearnProtocol]:
+  """Every attacker's protocol, in the order of ``rcd.attackers``
+  (:data:`ieu_jax.generative.sections.ATTACKERS`).
+
+  ``rcd`` is ``config.rcd`` (a ConfigDict, checked here) or its
+  :class:`~ieu_jax.generative.sections.RCDHParams`. The attackers share every
+  setting but the optimizer: ``adam`` is Adam at ``learning_rates`` (the protocol
+  the generative RCD ran before it had attackers), ``sgd`` is SGD with
+  ``momentum`` at ``sgd_learning_rate``.
+  """
+  if not isinstance(rcd, gen_sections.RCDHParams):
+    rcd = gen_sections.RCDHParams.from_config(rcd, method="config.rcd")
+  base = pipeline.relearn_protocol(
+      ml_collections.ConfigDict(dict(rcd.to_dict(), optimizer="adam")), threshold)
+  out = {}
+  for name in rcd.attackers:
+    if name == "adam":
+      out[name] = base
+    else:  # sgd
+      out[name] = dataclasses.replace(base, optimizer="sgd",
+                                      learning_rates=float(rcd.sgd_learning_rate))
+  return out
+
+
 def _relearning(config, setup: GenSetup):
-  """``(relearn(params) -> RelearnResult, threshold, protocol, m)``: generator RCD."""
+  """``(relearn(params) -> {attacker: RelearnResult}, threshold, {attacker: protocol},
+  m)``: generator RCD under every attacker of ``config.rcd.attackers``.
+
+  Every attacker relearns from the same ``m`` images with the same key and the
+  same criterion (its threshold and its fixed sampling noise).
+  """
   r = config.rcd
   fs = setup.split
   relearn_set = fs.forget.take(
@@ -300,15 +330,33 @@ def _relearning(config, setup: GenSetup):
   noise = jax.random.key_data(jax.random.fold_in(setup.sample_key, 1))
   eval_data = (setup.classifier, noise)
   threshold = float(r.threshold_fraction) * float(jax.jit(rate)(setup.original, eval_data)[0])
-  protocol = pipeline.relearn_protocol(r, threshold)
+  protocols = attacker_protocols(r, threshold)
   key = jax.random.fold_in(setup.root, _KEY_RCD)
 
   def relearn(params):
-    return _rcd.relearn(params, None, (relearn_set.x, relearn_set.y), protocol, key,
-                        eval_data=eval_data, reference_params=setup.original,
-                        objective=objective, evaluation=rate)
+    return {name: _rcd.relearn(params, None, (relearn_set.x, relearn_set.y), protocol, key,
+                               eval_data=eval_data, reference_params=setup.original,
+                               objective=objective, evaluation=rate)
+            for name, protocol in protocols.items()}
 
-  return relearn, threshold, protocol, len(relearn_set)
+  return relearn, threshold, protocols, len(relearn_set)
+
+
+def _original_rcd(retrain_rcd: dict[str, Any]) -> dict[str, Any]:
+  """The Original row's ``rcd``, shaped as :func:`ieu_jax.attackers.rcd_by_attacker`'s.
+
+  The original meets the criterion by definition: 0 steps under every attacker of
+  Retrain's ``by_attacker``, normalised to 0 where Retrain's steps are positive and
+  NaN where Retrain too relearns in 0 steps; the worst case is the smallest defined.
+  """
+  by = {}
+  for a, ref in retrain_rcd["by_attacker"].items():
+    positive = math.isfinite(ref["steps_mean"]) and ref["steps_mean"] > 0
+    by[a] = _rcd.RCDSummary(steps_mean=0.0, steps_std=0.0, censored_frac=0.0,
+                            normalized=0.0 if positive else math.nan, median=0.0)._asdict()
+  defined = [s["normalized"] for s in by.values() if math.isfinite(s["normalized"])]
+  return dict(next(iter(by.values())), by_attacker=by,
+              worst_case_normalized=min(defined) if defined else math.nan)
 
 
 @pipeline.locks_workdir
@@ -322,7 +370,8 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   names = validate_config(config)
   setup = _prepare_generative(config, workdir)
   ev = config.eval
-  relearn, threshold, protocol, m = _relearning(config, setup)
+  relearn, threshold, protocols, m = _relearning(config, setup)
+  first = next(iter(protocols))  # the row's top-level rcd (the only one before attackers)
 
   rows, grids, reference, failed = [], {}, None, []
   model_list = ["Original", "Retrain"] + names
@@ -345,26 +394,23 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     grids[name] = grid
     start = time.perf_counter()
     if name == "Original":
-      # It meets the criterion by definition: 0 steps.
-      summary = _rcd.RCDSummary(steps_mean=0.0, steps_std=0.0, censored_frac=0.0,
-                                normalized=math.nan, median=0.0)
-      curve = None
+      rcd = curves = None  # 0 steps; normalised once Retrain's are known (below)
     else:
-      curve = relearn(params)
+      curves = relearn(params)
       if name == "Retrain":
-        reference = curve
-      summary = _rcd.rcd_summary(curve, reference)
-    logging.info("%s: RCD in %.1fs: %s", name, time.perf_counter() - start, summary)
-    row.update(name=name, runtime_s=runtime, rcd=summary._asdict(),
-               rcd_curves=None if curve is None else curve.accuracy)
+        reference = curves
+      rcd = attackers_lib.rcd_by_attacker(curves, reference)
+    logging.info("%s: RCD in %.1fs: %s", name, time.perf_counter() - start, rcd)
+    row.update(name=name, runtime_s=runtime, rcd=rcd,
+               rcd_curves=None if curves is None else curves[first].accuracy,
+               rcd_curves_by_attacker=None if curves is None else
+               {a: c.accuracy for a, c in curves.items()})
     rows.append(row)
     logging.info("%s: forget %.1f%%, retain %.1f%%, FD %.2f", name, row["forget_rate"],
                  row["retain_rate"], row["fd"])
 
   retrain_row = rows[1]
-  ref_steps = retrain_row["rcd"]["steps_mean"]
-  if math.isfinite(ref_steps) and ref_steps > 0:
-    rows[0]["rcd"]["normalized"] = 0.0  # the original relearns in 0 steps
+  rows[0]["rcd"] = _original_rcd(retrain_row["rcd"])
   for row in rows:
     row["flags"] = pipeline.result_flags(row, retrain_row, utility="retain_rate",
                                          margin=ev.collapse_margin, what="retain rate")
@@ -382,7 +428,9 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "training_time_s": setup.training_time_s,
       "restored_from_checkpoint": setup.restored,
       "rcd_threshold": threshold,
-      "rcd_protocol": protocol.to_dict(),
+      "rcd_protocol": protocols[first].to_dict(),
+      "rcd_protocols": {a: dict(p.to_dict(), description=gen_sections.ATTACKERS[a])
+                        for a, p in protocols.items()},
       "eval": {"samples_per_class": int(ev.samples_per_class), "sample_steps": int(ev.sample_steps),
                "guidance_scale": float(ev.guidance_scale)},
       "models": rows,

@@ -14,17 +14,43 @@ fmt = outputs.fmt
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:
-  """``results.md`` of one run."""
+  """``results.md`` of one run: the first attacker's RCD, then the worst case over the
+  attackers and every other attacker's steps (normalised in brackets)."""
   c = results["forget_class"]
-  header = ["model", "forget rate", "retain rate", "FD", "RCD steps", "censored", "RCD norm.",
-            "time (s)", "flags"]
+  protocols = results.get("rcd_protocols") or {"adam": results["rcd_protocol"]}
+  attackers = list(protocols)
+  header = ["model", "forget rate", "retain rate", "FD", "RCD steps", "censored", "RCD norm."]
+  if len(attackers) > 1:
+    header += ["worst RCD norm."] + [f"{a} steps" for a in attackers[1:]]
+  header += ["time (s)", "flags"]
   rows = []
   for m in results["models"]:
     r = m["rcd"]
-    rows.append([m["name"], fmt(m["forget_rate"]), fmt(m["retain_rate"]), fmt(m["fd"], 2),
-                 outputs.fmt_steps(r, 2),
-                 f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"], 2),
-                 fmt(m["runtime_s"]), ", ".join(m["flags"])])
+    cells = [m["name"], fmt(m["forget_rate"]), fmt(m["retain_rate"]), fmt(m["fd"], 2),
+             outputs.fmt_steps(r, 2),
+             f"{fmt(100 * r['censored_frac'], 0)}%", fmt(r["normalized"], 2)]
+    if len(attackers) > 1:
+      by = r["by_attacker"]
+      cells += [fmt(r["worst_case_normalized"], 2)] + [
+          f"{outputs.fmt_steps(by[a], 2)} ({fmt(by[a]['normalized'], 2)})" for a in attackers[1:]]
+    rows.append(cells + [fmt(m["runtime_s"]), ", ".join(m["flags"])])
+  rows += [[f["name"], f"failed: {f['error']}"] for f in results.get("failed", [])]
+
+  def what(a):
+    p = protocols[a]
+    opt = "Adam" if p["optimizer"] == "adam" else f"SGD with momentum {fmt(p['momentum'], 2)}"
+    lrs = p["learning_rates"]
+    lrs = ", ".join(str(x) for x in lrs) if isinstance(lrs, (list, tuple)) else lrs
+    return f"{a}: {opt} at learning rate {lrs}"
+
+  attacker_text = (
+      f" Attackers, each relearning from the same {results['sizes']['relearn']} forget-class"
+      " images with the same keys and criterion: " + "; ".join(what(a) for a in attackers)
+      + f". RCD steps, censored and RCD norm. are the first attacker's ({attackers[0]})")
+  if len(attackers) > 1:
+    attacker_text += ("; each other attacker's steps follow, normalised by Retrain's under the"
+                      " same attacker in brackets, and the worst case over the attackers"
+                      " (the smallest normalised RCD)")
   lines = [
       f"# Generative unlearning: {results['config']['data']['name']}, forget class {c}"
       f" ({results['class_names'].get(str(c), c)})",
@@ -36,7 +62,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
       f" RCD: relearning steps until the forget rate reaches {fmt(results['rcd_threshold'])}%"
       f" (tested every {results['rcd_protocol']['eval_every']} steps; restricted"
       " mean ± std over trajectories: a censored one counts as the budget, and >= marks the"
-      " mean as a lower bound; censored share), normalised by Retrain's.",
+      " mean as a lower bound; censored share), normalised by Retrain's." + attacker_text + ".",
       "",
       outputs.markdown_table(header, rows),
       "",

@@ -7,12 +7,13 @@ See :mod:`ieu_jax.sections` (the classifier's, and the attacker's
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from ieu_jax import sections
 from ieu_jax.hparams import HParams
 
-__all__ = ["ClassifierHParams", "DataHParams", "DiffusionHParams", "EvalHParams",
+__all__ = ["ATTACKERS", "ClassifierHParams", "DataHParams", "DiffusionHParams", "EvalHParams",
            "GENERATIVE_SECTIONS", "RCDHParams", "TrainHParams", "UNetHParams"]
 
 
@@ -86,13 +87,47 @@ class EvalHParams(HParams):
   grid_per_class: int = 8
 
 
+ATTACKERS = {
+    "adam": "Adam at learning_rates on the attacker's m forget-class images",
+    "sgd": "SGD with momentum at sgd_learning_rate on the same m images",
+}
+"""The generative RCD's attackers (``config.rcd.attackers``): each names its optimizer."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RCDHParams(sections.RCDHParams):
-  """``config.rcd``: the attacker; the criterion's rate comes from ``eval_samples``
-  samples, and the threshold is ``threshold_fraction`` of the original's rate."""
+  """``config.rcd``: the attackers; the criterion's rate comes from ``eval_samples``
+  samples, and the threshold is ``threshold_fraction`` of the original's rate.
 
+  ``attackers``: the threat models (:data:`ATTACKERS`), each run and reported under
+  its name; the first is the row's ``rcd``. Each attacker fixes its own optimizer:
+  ``adam`` is Adam at ``learning_rates``, ``sgd`` is SGD with ``momentum`` at
+  ``sgd_learning_rate``. So ``optimizer`` is not read here: a config that sets it
+  (one written before the attackers) is refused, naming the key, rather than
+  silently ignored.
+  """
+
+  optimizer: Literal["sgd", "adam"] | None = None  # refused when set: see above
   eval_samples: int = 64
   threshold_fraction: float = 0.8
+  attackers: tuple[str, ...] = ("adam", "sgd")
+  sgd_learning_rate: float = 0.03  # see the config's comment
+
+  def validate(self) -> None:
+    super().validate()
+    name = type(self).__name__
+    if self.optimizer is not None:
+      raise ValueError(
+          f"{name}: optimizer={self.optimizer!r} is not read by the generative pipeline:"
+          f" each attacker of rcd.attackers has its own optimizer ({ATTACKERS});"
+          " remove the key (rcd.learning_rates is Adam's, rcd.sgd_learning_rate SGD's).")
+    unknown = [a for a in self.attackers if a not in ATTACKERS]
+    if not self.attackers or unknown or len(set(self.attackers)) != len(self.attackers):
+      raise ValueError(f"{name}: attackers={self.attackers!r}: name each of"
+                       f" {tuple(ATTACKERS)} at most once, at least one.")
+    lr = self.sgd_learning_rate
+    if not (math.isfinite(lr) and lr > 0):
+      raise ValueError(f"{name}: sgd_learning_rate={lr!r} must be finite and positive.")
 
 
 GENERATIVE_SECTIONS = {"data": DataHParams, "classifier": ClassifierHParams,
