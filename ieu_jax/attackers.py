@@ -130,12 +130,13 @@ def thresholds(criterion: str, eval_idx: np.ndarray, original_correct: np.ndarra
 
   ``relearned``: the original's accuracy on the order's examples minus
   ``tolerance``; ``recovered``: halfway between the original's and Retrain's
-  accuracy on them. ``*_correct``: per forget example, whether the model
-  predicts its label.
+  accuracy on them; clipped to ``[0, 100]`` (an original that never learnt an
+  order's examples gives 0: every model meets it at once, and the rows say so).
+  ``*_correct``: per forget example, whether the model predicts its label.
   """
   orig = 100.0 * original_correct[eval_idx].mean(axis=1)
   if criterion == "relearned":
-    return orig - float(tolerance)
+    return np.clip(orig - float(tolerance), 0.0, 100.0)
   return (orig + 100.0 * retrain_correct[eval_idx].mean(axis=1)) / 2.0
 
 

@@ -318,6 +318,15 @@ def _num(x) -> float:
   return math.nan if x is None else float(x)
 
 
+def _field(row: Mapping[str, Any], path: str) -> Any:
+  """``row[a][b]`` for ``path = "a.b"``; None where any part is missing."""
+  for part in path.split("."):
+    if not isinstance(row, Mapping) or part not in row:
+      return None
+    row = row[part]
+  return row
+
+
 def aggregate(
     runs: Sequence[Mapping[str, Any]],
     *,
@@ -336,7 +345,8 @@ def aggregate(
 
   Args:
     runs: one results dictionary per seed.
-    fields: the per-method metrics to aggregate (besides RCD's).
+    fields: the per-method metrics to aggregate (besides RCD's); ``"a.b"`` reads
+      ``row["a"]["b"]`` and is reported under that name.
     rows: the key of the per-method list in each run (``"models"`` for the
       generative experiment).
   """
@@ -349,7 +359,7 @@ def aggregate(
       row = table.setdefault(m["name"], {"n": []})
       row["n"].append(1.0)
       for f in fields:
-        row.setdefault(f, []).append(_num(m.get(f)))
+        row.setdefault(f, []).append(_num(_field(m, f)))
       for f in ("steps_mean", "censored_frac", "normalized", "worst_case_normalized"):
         row.setdefault(f"rcd_{f}", []).append(_num(m["rcd"].get(f)))
       row.setdefault("lower_bound", []).append(bool(m["rcd"].get("lower_bound", False)))

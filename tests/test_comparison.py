@@ -134,3 +134,19 @@ def test_the_worst_case_claim_is_made_when_every_row_has_it():
   runs[0]["methods"][2]["rcd"]["worst_case_normalized"] = 0.01  # IEU revived faster than FT
   c = comparison.claims(comparison.aggregate(runs))["2b_higher_worst_case_rcd"]
   assert c["supported"] is False
+
+
+def test_the_mislabel_measure_is_aggregated_and_shown_only_where_present():
+  runs = [_run([("Retrain", 10, 0, 10, 50, 0.0), ("IEU", 12, 2, 8, 60, 0.0)]),
+          _run([("Retrain", 14, 0, 12, 40, 0.0), ("IEU", 16, 4, 9, 90, 0.0)])]
+  assert "corrected" not in comparison.scenario_table(comparison.aggregate(runs))
+  for run, gains in zip(runs, ((2.0, -1.0), (4.0, 3.0))):
+    for m, gain in zip(run["methods"], gains):
+      m["mislabel"] = {"ta_gain": gain, "corrected": 50.0 + gain}
+  agg = comparison.aggregate(runs)
+  assert agg["Retrain"]["mislabel.ta_gain"] == (3.0, 1.0)
+  assert agg["IEU"]["mislabel.corrected"] == (51.0, 2.0)
+  table = comparison.scenario_table(agg)
+  assert "| TA gain | corrected |" in table
+  assert "| 1.00 ± 2.00 | 51.00 ± 2.00 |" in table  # IEU: gains -1 and 3
+  assert comparison.SCENARIOS["mislabel10"] == {"mode": "mislabel", "fraction": 0.1}

@@ -212,6 +212,9 @@ def test_thresholds_by_hand():
   idx = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
   np.testing.assert_allclose(attackers.thresholds("relearned", idx, orig, None, 1.0),
                              [75.0 - 1.0, 50.0 - 1.0])
+  # An original that never learnt an order's examples: 0, not below (the protocol's range).
+  np.testing.assert_allclose(attackers.thresholds("relearned", idx, ~orig & False, None, 1.0),
+                             [0.0, 0.0])
   # recovered: halfway between the original's (75, 50) and Retrain's (25, 50).
   np.testing.assert_allclose(attackers.thresholds("recovered", idx, orig, retrain, 1.0),
                              [50.0, 50.0])
