@@ -459,3 +459,85 @@ def test_ieu_max_grad_norm_bounds_the_retain_gradient_too():
   assert moved(ieu.unlearn(problem, hp.replace(max_grad_norm=None), jax.random.key(0))) > 1.0
   np.testing.assert_allclose(moved(ieu.unlearn(problem, hp, jax.random.key(0))), 0.1 * 0.5,
                              rtol=1e-5)
+
+
+# SCRUB's whole run, recomputed in float64 by hand. Every pass is one full-batch step
+# (batch size = set size, so the shuffle cannot change the mean), and the linear
+# model's gradients are closed forms: d CE / d z = (softmax(z) - onehot(y)) / n and
+# d KL_T(t || s) / d z_s = T * (softmax(z_s / T) - softmax(z_t / T)) / n for the
+# T**2-scaled divergence.
+
+def _np_softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _np_scrub_step(kind, p, teacher, buf, x, y, hp):
+  """One SGD (momentum, coupled decay) step of SCRUB's ``kind`` pass, in float64."""
+  n, temp = x.shape[0], hp.temperature
+  z, zt = x @ p["w"] + p["b"], x @ teacher["w"] + teacher["b"]
+  dkl = temp * (_np_softmax(z / temp) - _np_softmax(zt / temp)) / n
+  if kind == "max":
+    dz = -dkl
+  else:
+    dz = hp.gamma * (_np_softmax(z) - np.eye(NUM_CLASSES)[y]) / n + hp.alpha * dkl
+  grads = {"w": x.T @ dz, "b": dz.sum(0)}
+  for k in p:
+    d = grads[k] + hp.weight_decay * p[k]
+    buf[k] = d if buf[k] is None else hp.momentum * buf[k] + d
+    p[k] = p[k] - hp.learning_rate * buf[k]
+  return p, buf
+
+
+def _np_scrub(problem, hp, schedule, teacher_follows=False):
+  """float64 SCRUB over ``schedule``: ``[(kind, set name), ...]`` in order.
+
+  ``teacher_follows``: the broken variant whose teacher is the current student.
+  """
+  f64 = lambda t: {k: np.asarray(v, np.float64) for k, v in t.items()}
+  teacher = f64(problem.original)
+  p, buf = dict(teacher), {k: None for k in teacher}
+  sets = {"forget": problem.forget, "retain": problem.retain}
+  for kind, where in schedule:
+    x, y = np.asarray(sets[where].x, np.float64), np.asarray(sets[where].y)
+    p, buf = _np_scrub_step(kind, p, dict(p) if teacher_follows else teacher, buf, x, y, hp)
+  return p
+
+
+SCRUB_HP = scrub.SCRUBHParams(epochs=3, msteps=2, learning_rate=0.2, temperature=2.0,
+                              gamma=1.0, alpha=0.5, momentum=0.9, weight_decay=0.05,
+                              batch_size=72, forget_batch_size=24)  # one step per pass
+# epoch 1: max on forget, min on retain; epoch 2: the same; epoch 3: min on retain.
+SCRUB_SCHEDULE = [("max", "forget"), ("min", "retain")] * 2 + [("min", "retain")]
+
+
+def test_scrub_run_equals_the_float64_recomputation_of_its_passes():
+  problem = _problem()
+  got = scrub.unlearn(problem, SCRUB_HP, jax.random.key(0))
+  want = _np_scrub(problem, SCRUB_HP, SCRUB_SCHEDULE)
+  for k in want:
+    np.testing.assert_allclose(np.asarray(got[k]), want[k], atol=2e-5, rtol=2e-5)
+  # The other orders and sets the recomputation rules out, each far outside that tolerance:
+  # the passes of an epoch swapped, the max pass on the retain set, or a teacher that
+  # follows the student (every divergence 0).
+  swapped = [("min", "retain"), ("max", "forget")] * 2 + [("min", "retain")]
+  on_retain = [("max", "retain"), ("min", "retain")] * 2 + [("min", "retain")]
+  for wrong in (_np_scrub(problem, SCRUB_HP, swapped), _np_scrub(problem, SCRUB_HP, on_retain),
+                _np_scrub(problem, SCRUB_HP, SCRUB_SCHEDULE, teacher_follows=True)):
+    assert max(np.abs(wrong[k] - want[k]).max() for k in want) > 1e-3
+
+
+def test_scrub_first_max_pass_is_moved_by_weight_decay_alone():
+  # At the start the student is the teacher: the divergence's gradient is 0 (up to
+  # float32 rounding, ~1e-8 here), so the first max step is the coupled weight decay
+  # alone, theta - lr * wd * theta.
+  problem = _problem()
+  teacher, lr, wd = problem.original, 0.2, 0.05
+  tx = scrub.SCRUBHParams(epochs=1, msteps=1, learning_rate=lr, weight_decay=wd).optimizer()
+  grads = jax.grad(scrub.max_objective(_linear_apply, 2.0))(
+      teacher, (problem.forget.x, problem.forget.y), None, teacher)
+  assert all(float(jnp.abs(g).max()) < 1e-6 for g in jax.tree.leaves(grads))
+  after, _, _ = scrub.max_step(_linear_apply, tx, 2.0)(
+      teacher, tx.init(teacher), (problem.forget.x, problem.forget.y), None, teacher)
+  chex.assert_trees_all_close(after, jax.tree.map(lambda p: p * (1 - lr * wd), teacher),
+                              atol=1e-7)
