@@ -1,7 +1,7 @@
 """Bounded hyperparameter search on the validation split (same budget for every method).
 
   python -m experiments.search --config=experiments/configs/fashion_mnist.py:results \
-      --workdir=runs/search --config.methods=FT,RL,GA,IEU
+      --workdir=runs/search --config.methods=FT,RL,GA,GA-plain,IEU
 
 Writes ``workdir/search.json``; paste the chosen values into the config.
 """

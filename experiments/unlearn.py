@@ -1,7 +1,7 @@
 """Unlearning experiment binary: train, unlearn with every method, evaluate, report.
 
   python -m experiments.unlearn --config=experiments/configs/fashion_mnist.py \
-      --workdir=runs/fmnist --config.methods=Retrain,FT,GA,IEU
+      --workdir=runs/fmnist --config.methods=Retrain,FT,GA,GA-plain,IEU
 """
 
 from ieu_jax import experiment

@@ -273,7 +273,7 @@ def ieu_transform(
       - lr * weight_decay * params + noise_std * xi
 
   It is ``chain(ascent, decoupled_weight_decay, scale_by_learning_rate,
-  add_weight_noise)``; the paper's ablations are settings of it (GA:
+  add_weight_noise)``; the paper's ablations are settings of it (GA-plain:
   ``weight_decay=0, noise_std=0``; Noisy: ``ascent_scale=0`` with a retain term;
   GA+Decay: ``noise_std=0``).
 

@@ -31,9 +31,9 @@ def test_outputs_and_schema(run):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   on_disk = json.load(open(os.path.join(workdir, "results.json")))
   assert on_disk == results
-  assert on_disk["config"]["methods"] == "Retrain,FT,GA,IEU"
+  assert on_disk["config"]["methods"] == "Retrain,FT,GA-plain,IEU"
   names = [m["name"] for m in on_disk["methods"]]
-  assert names == ["Retrain", "FT", "GA", "IEU"]
+  assert names == ["Retrain", "FT", "GA-plain", "IEU"]
   for m in on_disk["methods"]:
     for key in ("UA", "RA", "TA", "MIA", "avg_gap"):
       assert 0.0 <= m[key] <= 100.0, (m["name"], key, m[key])
@@ -90,7 +90,7 @@ def test_ieu_and_ga_lower_forget_accuracy(run):
   _, _, results = run
   original_forget_acc = 100.0 - results["original"]["UA"]
   by_name = {m["name"]: m for m in results["methods"]}
-  for name in ("GA", "IEU"):
+  for name in ("GA-plain", "IEU"):
     forget_acc = 100.0 - by_name[name]["UA"]
     assert forget_acc < original_forget_acc - 2.0, (name, forget_acc, original_forget_acc)
 

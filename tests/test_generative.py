@@ -197,12 +197,12 @@ def test_tiny_run_writes_its_outputs(tiny_run):
 def test_search_chooses_the_candidate_closest_to_retrain(tiny_run):
   _, workdir = tiny_run  # its trained models are restored, not retrained
   config = _tiny_config()
-  config.methods = "GA"
+  config.methods = "GA-plain"
   # A negligible learning rate leaves the original as it was: it keeps the class.
   config.search = ml_collections.ConfigDict(
-      {"GA": [dict(learning_rate=1e-12, epochs=1), {}]})
+      {"GA-plain": [dict(learning_rate=1e-12, epochs=1), {}]})
   out = generative.search_generative(config, workdir)
-  ref, res = out["reference"], out["methods"]["GA"]
+  ref, res = out["reference"], out["methods"]["GA-plain"]
   idle, ga = res["candidates"]
   assert idle["forget_rate"] >= 70.0 and ga["forget_rate"] < idle["forget_rate"]
   for c in (idle, ga):
@@ -210,16 +210,16 @@ def test_search_chooses_the_candidate_closest_to_retrain(tiny_run):
                                             + abs(c["retain_rate"] - ref["retain_rate"])))
   best = int(np.argmin([idle["gap"], ga["gap"]]))
   assert res["chosen_index"] == best
-  assert res["chosen"] == dict(config.method.GA.to_dict(), **res["candidates"][best]["override"])
+  assert res["chosen"] == dict(config.method["GA-plain"].to_dict(), **res["candidates"][best]["override"])
   with open(os.path.join(workdir, "search.json")) as f:
-    assert json.load(f)["methods"]["GA"]["chosen_index"] == best
+    assert json.load(f)["methods"]["GA-plain"]["chosen_index"] == best
   assert "**(chosen)**" in open(os.path.join(workdir, "search.md")).read()
 
 
 def test_search_needs_candidates_for_every_method(tmp_path):
   config = _tiny_config()
-  config.methods = "GA,IEU"
-  config.search = ml_collections.ConfigDict({"GA": [{}]})
+  config.methods = "GA-plain,IEU"
+  config.search = ml_collections.ConfigDict({"GA-plain": [{}]})
   with pytest.raises(ValueError, match=r"no candidates for \['IEU'\]"):
     generative.search_generative(config, str(tmp_path))
 

@@ -17,6 +17,7 @@ from ieu_jax import data as data_lib
 from ieu_jax import experiment
 from ieu_jax import methods
 from ieu_jax._steps import softmax_cross_entropy
+from ieu_jax.methods import ga
 from ieu_jax.methods import ieu
 from ieu_jax.methods import l1_sparse
 from ieu_jax.methods import rl
@@ -61,13 +62,16 @@ def _problem(apply_fn=_linear_apply, original=None, forget=None, retain=None):
 
 # --- registry and configs ------------------------------------------------------------
 
-NEW_NAMES = ("RL", "l1-sparse", "SalUn", "SCRUB", "Noisy", "GA+Noisy", "GA+Decay")
+NEW_NAMES = ("RL", "l1-sparse", "SalUn", "SCRUB", "GA", "GA-plain", "Noisy", "GA+Noisy", "GA+Decay")
+ABLATIONS = ("GA-plain", "Noisy", "GA+Noisy", "GA+Decay", "IEU")
 
 
 def test_registry_names_and_ablations_are_ieu():
-  for name in NEW_NAMES + ("GA", "IEU"):
+  for name in NEW_NAMES + ("IEU",):
     assert name in methods.REGISTRY
-  for name in ("GA", "Noisy", "GA+Noisy", "GA+Decay", "IEU"):
+  # GA is the published baseline, its own method; GA-plain is IEU's ascent-only ablation.
+  assert methods.get("GA").unlearn is ga.unlearn and methods.get("GA").hparams_class is ga.GAHParams
+  for name in ABLATIONS:
     assert methods.get(name).unlearn is ieu.unlearn
     assert methods.get(name).hparams_class is ieu.IEUHParams
   with pytest.raises(ValueError, match=r"unknown method 'Magic'.*'SCRUB'"):
@@ -106,7 +110,8 @@ def test_hyperparameter_defaults():
       req, **sgd, alpha=1e-4)
   assert methods.hparams("SCRUB", dict(req, msteps=2)).to_dict() == dict(
       req, **sgd, msteps=2, temperature=4.0, gamma=0.99, alpha=0.001, forget_batch_size=None)
-  for name in ("GA", "Noisy", "GA+Noisy", "GA+Decay", "IEU"):
+  assert methods.hparams("GA", req).to_dict() == dict(req, **sgd)
+  for name in ABLATIONS:
     assert methods.hparams(name, req).to_dict() == dict(
         req, ascent_scale=1.0, retain_scale=0.0, weight_decay=0.0, noise_std=0.0,
         batch_size=128, max_grad_norm=None)
@@ -134,11 +139,11 @@ def test_config_has_every_method_and_the_ablations_differ_as_named(variant):
   for name in methods.REGISTRY:
     if name != "Retrain":
       assert name in config.method, name
-  m = {name: config.method[name].to_dict() for name in ("GA", "Noisy", "GA+Noisy", "GA+Decay", "IEU")}
+  m = {name: config.method[name].to_dict() for name in ABLATIONS}
   get = lambda name, k: m[name].get(k, 0.0)
   has = {
       # (ascent, retain, decay, noise)
-      "GA": (True, False, False, False),
+      "GA-plain": (True, False, False, False),
       "Noisy": (False, True, False, True),
       "GA+Noisy": (True, True, False, True),
       "GA+Decay": (True, True, True, False),
@@ -147,6 +152,22 @@ def test_config_has_every_method_and_the_ablations_differ_as_named(variant):
   for name, want in has.items():
     got = tuple(get(name, k) > 0 for k in ("ascent_scale", "retain_scale", "weight_decay", "noise_std"))
     assert got == want, name
+  # The baseline GA runs the reference SGD; its grid is its own.
+  assert methods.hparams("GA", config.method.GA).to_dict()["momentum"] == 0.9
+  assert methods.hparams("GA", config.method.GA).to_dict()["weight_decay"] == 5e-4
+  assert "GA" in config.search and "GA-plain" in config.search
+
+
+@pytest.mark.parametrize("variant", ["results", "results_clip"])
+def test_results_variants_keep_the_ablations_chosen_values_under_the_new_name(variant):
+  config = fashion_mnist.get_config(variant)
+  names = config.methods.split(",")
+  assert "GA" in names and "GA-plain" in names
+  assert config.method["GA-plain"].to_dict() == dict(
+      dict(ascent_scale=1.0, batch_size=32, epochs=5, learning_rate=0.003),
+      **({"max_grad_norm": 5.0} if variant == "results_clip" else {}))
+  assert "max_grad_norm" not in config.method.GA  # the baseline as published, unclipped
+  assert methods.hparams("GA", config.method.GA).momentum == 0.9
 
 
 def test_methods_override_on_the_command_line_selects_names_with_symbols():
@@ -459,3 +480,141 @@ def test_ieu_max_grad_norm_bounds_the_retain_gradient_too():
   assert moved(ieu.unlearn(problem, hp.replace(max_grad_norm=None), jax.random.key(0))) > 1.0
   np.testing.assert_allclose(moved(ieu.unlearn(problem, hp, jax.random.key(0))), 0.1 * 0.5,
                              rtol=1e-5)
+
+
+# SCRUB's whole run, recomputed in float64 by hand. Every pass is one full-batch step
+# (batch size = set size, so the shuffle cannot change the mean), and the linear
+# model's gradients are closed forms: d CE / d z = (softmax(z) - onehot(y)) / n and
+# d KL_T(t || s) / d z_s = T * (softmax(z_s / T) - softmax(z_t / T)) / n for the
+# T**2-scaled divergence.
+
+def _np_softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _np_scrub_step(kind, p, teacher, buf, x, y, hp):
+  """One SGD (momentum, coupled decay) step of SCRUB's ``kind`` pass, in float64."""
+  n, temp = x.shape[0], hp.temperature
+  z, zt = x @ p["w"] + p["b"], x @ teacher["w"] + teacher["b"]
+  dkl = temp * (_np_softmax(z / temp) - _np_softmax(zt / temp)) / n
+  if kind == "max":
+    dz = -dkl
+  else:
+    dz = hp.gamma * (_np_softmax(z) - np.eye(NUM_CLASSES)[y]) / n + hp.alpha * dkl
+  grads = {"w": x.T @ dz, "b": dz.sum(0)}
+  for k in p:
+    d = grads[k] + hp.weight_decay * p[k]
+    buf[k] = d if buf[k] is None else hp.momentum * buf[k] + d
+    p[k] = p[k] - hp.learning_rate * buf[k]
+  return p, buf
+
+
+def _np_scrub(problem, hp, schedule, teacher_follows=False):
+  """float64 SCRUB over ``schedule``: ``[(kind, set name), ...]`` in order.
+
+  ``teacher_follows``: the broken variant whose teacher is the current student.
+  """
+  f64 = lambda t: {k: np.asarray(v, np.float64) for k, v in t.items()}
+  teacher = f64(problem.original)
+  p, buf = dict(teacher), {k: None for k in teacher}
+  sets = {"forget": problem.forget, "retain": problem.retain}
+  for kind, where in schedule:
+    x, y = np.asarray(sets[where].x, np.float64), np.asarray(sets[where].y)
+    p, buf = _np_scrub_step(kind, p, dict(p) if teacher_follows else teacher, buf, x, y, hp)
+  return p
+
+
+SCRUB_HP = scrub.SCRUBHParams(epochs=3, msteps=2, learning_rate=0.2, temperature=2.0,
+                              gamma=1.0, alpha=0.5, momentum=0.9, weight_decay=0.05,
+                              batch_size=72, forget_batch_size=24)  # one step per pass
+# epoch 1: max on forget, min on retain; epoch 2: the same; epoch 3: min on retain.
+SCRUB_SCHEDULE = [("max", "forget"), ("min", "retain")] * 2 + [("min", "retain")]
+
+
+def test_scrub_run_equals_the_float64_recomputation_of_its_passes():
+  problem = _problem()
+  got = scrub.unlearn(problem, SCRUB_HP, jax.random.key(0))
+  want = _np_scrub(problem, SCRUB_HP, SCRUB_SCHEDULE)
+  for k in want:
+    np.testing.assert_allclose(np.asarray(got[k]), want[k], atol=2e-5, rtol=2e-5)
+  # The other orders and sets the recomputation rules out, each far outside that tolerance:
+  # the passes of an epoch swapped, the max pass on the retain set, or a teacher that
+  # follows the student (every divergence 0).
+  swapped = [("min", "retain"), ("max", "forget")] * 2 + [("min", "retain")]
+  on_retain = [("max", "retain"), ("min", "retain")] * 2 + [("min", "retain")]
+  for wrong in (_np_scrub(problem, SCRUB_HP, swapped), _np_scrub(problem, SCRUB_HP, on_retain),
+                _np_scrub(problem, SCRUB_HP, SCRUB_SCHEDULE, teacher_follows=True)):
+    assert max(np.abs(wrong[k] - want[k]).max() for k in want) > 1e-3
+
+
+def test_scrub_first_max_pass_is_moved_by_weight_decay_alone():
+  # At the start the student is the teacher: the divergence's gradient is 0 (up to
+  # float32 rounding, ~1e-8 here), so the first max step is the coupled weight decay
+  # alone, theta - lr * wd * theta.
+  problem = _problem()
+  teacher, lr, wd = problem.original, 0.2, 0.05
+  tx = scrub.SCRUBHParams(epochs=1, msteps=1, learning_rate=lr, weight_decay=wd).optimizer()
+  grads = jax.grad(scrub.max_objective(_linear_apply, 2.0))(
+      teacher, (problem.forget.x, problem.forget.y), None, teacher)
+  assert all(float(jnp.abs(g).max()) < 1e-6 for g in jax.tree.leaves(grads))
+  after, _, _ = scrub.max_step(_linear_apply, tx, 2.0)(
+      teacher, tx.init(teacher), (problem.forget.x, problem.forget.y), None, teacher)
+  chex.assert_trees_all_close(after, jax.tree.map(lambda p: p * (1 - lr * wd), teacher),
+                              atol=1e-7)
+
+
+# --- GA (the baseline) against GA-plain (IEU's ablation) --------------------------------
+
+def _np_ce_grad(p, x, y):
+  """Closed-form gradient of the mean cross-entropy of the linear model, float64."""
+  dz = (_np_softmax(x @ p["w"] + p["b"]) - np.eye(NUM_CLASSES)[y]) / x.shape[0]
+  return {"w": x.T @ dz, "b": dz.sum(0)}
+
+
+def test_ga_baseline_is_sgd_ascent_with_momentum_and_weight_decay():
+  problem = _problem()
+  lr, m, wd, epochs = 0.1, 0.9, 0.05, 3  # one full-batch step an epoch: three steps
+  hp = ga.GAHParams(epochs=epochs, learning_rate=lr, momentum=m, weight_decay=wd, batch_size=24)
+  got = ga.unlearn(problem, hp, jax.random.key(0))
+  x, y = np.asarray(problem.forget.x, np.float64), np.asarray(problem.forget.y)
+  p0 = {k: np.asarray(v, np.float64) for k, v in problem.original.items()}
+  # Hand-written: d = -grad CE + wd * theta; v = m * v + d (v_1 = d_1); theta -= lr * v.
+  p, v = dict(p0), {k: np.zeros_like(a) for k, a in p0.items()}
+  for _ in range(epochs):
+    g = _np_ce_grad(p, x, y)
+    for k in p:
+      v[k] = m * v[k] + (-g[k] + wd * p[k])
+      p[k] = p[k] - lr * v[k]
+  for k in p:
+    np.testing.assert_allclose(np.asarray(got[k]), p[k], atol=2e-6, rtol=1e-5)
+  # GA-plain, IEU's ablation, at the same learning rate: theta += lr * grad CE, no
+  # momentum, no decay; recomputed by hand and run through the registry's method.
+  plain = methods.get("GA-plain").unlearn(
+      problem, methods.hparams("GA-plain", dict(epochs=epochs, learning_rate=lr, batch_size=24)),
+      jax.random.key(0), name="GA-plain")
+  q = dict(p0)
+  for _ in range(epochs):
+    g = _np_ce_grad(q, x, y)
+    q = {k: q[k] + lr * g[k] for k in q}
+  for k in q:
+    np.testing.assert_allclose(np.asarray(plain[k]), q[k], atol=2e-6, rtol=1e-5)
+  # The two differ far beyond that tolerance, and each part of the baseline's optimizer
+  # matters: without momentum, or without the decay, the recomputation misses.
+  assert max(np.abs(p[k] - q[k]).max() for k in p) > 1e-2
+  for m_, wd_ in ((0.0, wd), (m, 0.0)):
+    r, v = dict(p0), {k: np.zeros_like(a) for k, a in p0.items()}
+    for _ in range(epochs):
+      g = _np_ce_grad(r, x, y)
+      for k in r:
+        v[k] = m_ * v[k] + (-g[k] + wd_ * r[k])
+        r[k] = r[k] - lr * v[k]
+    assert max(np.abs(r[k] - p[k]).max() for k in p) > 1e-3
+
+
+def test_ga_baseline_raises_the_forget_loss_and_defaults_to_the_reference_sgd():
+  hp = ga.GAHParams(epochs=2, learning_rate=0.01)
+  assert (hp.momentum, hp.weight_decay) == (0.9, 5e-4)
+  problem = _problem()
+  ce = lambda p: float(softmax_cross_entropy(_linear_apply(p, problem.forget.x), problem.forget.y))
+  assert ce(ga.unlearn(problem, hp.replace(batch_size=8), jax.random.key(0))) > ce(problem.original) + 0.02

@@ -7,7 +7,7 @@ Modules, from the model up:
 * :mod:`~ieu_jax.generative.unet`: a small conditional UNet;
 * :mod:`~ieu_jax.generative.ddpm`: image preparation, the evaluation classifier,
   DDPM training;
-* :mod:`~ieu_jax.generative.methods`: FT, GA, SalUn-style and IEU, with typed
+* :mod:`~ieu_jax.generative.methods`: FT, GA-plain, SalUn-style and IEU, with typed
   hyperparameters and a registry;
 * :mod:`~ieu_jax.generative.evaluation`: class rates, Frechet distance, and the
   relearning task that the one RCD engine (:func:`ieu_jax.relearn`) runs;

@@ -1,4 +1,4 @@
-"""Unlearning a class from a conditional diffusion model: FT, GA, SalUn-style, IEU.
+"""Unlearning a class from a conditional diffusion model: FT, GA-plain, SalUn-style, IEU.
 
 Every method has the classifier methods' shape (:mod:`ieu_jax.methods`): a frozen
 dataclass of hyperparameters and ``unlearn(problem, hparams, key, *, name) ->
@@ -7,7 +7,7 @@ hyperparameters from a config and refuses unknown keys). A step is an objective
 plus an optax transformation, turned into a jitted step by :mod:`ieu_jax.training`
 (descent) or :func:`ieu_jax.make_unlearn_step` (IEU's ascent and retain terms).
 
-IEU and GA use the classifier's IEU hyperparameters
+IEU and GA-plain (IEU's ascent alone) use the classifier's IEU hyperparameters
 (:class:`ieu_jax.methods.ieu.IEUHParams`): one class, one set of defaults, and
 ``max_grad_norm`` with its one meaning (each gradient clipped on its own before
 the transformation).
@@ -123,7 +123,7 @@ def _fit(problem, hp, tx, loss_and_update, key, data, name, aux=()):
 
 
 def _ieu(problem: GenProblem, hp: ieu_method.IEUHParams, key, *, name: str = "IEU"):
-  """IEU (and GA, its ascent-only setting) on the diffusion loss of the forget class.
+  """IEU (and GA-plain, its ascent-only setting) on the diffusion loss of the forget class.
 
   Each step's key splits into the forget loss's key and the retain term's; the
   latter draws the retain batch and the loss's noise.
@@ -203,8 +203,9 @@ def _salun(problem: GenProblem, hp: SalUnHParams, key, *, name: str = "SalUn"):
 
 METHODS: dict[str, base.Method] = {
     "FT": base.Method(_ft, FTHParams),
-    # GA is IEU's ascent alone: configured with no decay, noise or retain term.
-    "GA": base.Method(_ieu, ieu_method.IEUHParams),
+    # GA-plain is IEU's ascent alone (plain SGD): configured with no decay, noise or retain
+    # term. The classifier's GA baseline (momentum, weight decay) has no generative twin here.
+    "GA-plain": base.Method(_ieu, ieu_method.IEUHParams),
     "SalUn": base.Method(_salun, SalUnHParams),
     "IEU": base.Method(_ieu, ieu_method.IEUHParams),
 }

@@ -4,7 +4,9 @@ Each method is a module with a frozen dataclass of its hyperparameters (a
 subclass of :class:`ieu_jax.hparams.HParams`) and a function
 ``unlearn(problem, hparams, key, *, name) -> params``; the registry pairs the two
 under the method's name (:class:`Method`). The ablations of IEU are the IEU
-module with other hyperparameters (see the configs)::
+module with other hyperparameters (see the configs); ``GA`` is the published
+gradient-ascent baseline (SGD with momentum and weight decay,
+:mod:`ieu_jax.methods.ga`), ``GA-plain`` IEU's ascent-only ablation (plain SGD)::
 
   method = methods.get("SalUn")
   hp = methods.hparams("SalUn", config.method.SalUn)   # SalUnHParams; typos refused
@@ -19,6 +21,7 @@ from typing import Any
 
 from ieu_jax.hparams import HParams
 from ieu_jax.methods import ft
+from ieu_jax.methods import ga
 from ieu_jax.methods import ieu
 from ieu_jax.methods import l1_sparse
 from ieu_jax.methods import retrain
@@ -37,8 +40,10 @@ REGISTRY: dict[str, Method] = {
     "l1-sparse": Method(l1_sparse.unlearn, l1_sparse.L1SparseHParams),
     "SalUn": Method(salun.unlearn, salun.SalUnHParams),
     "SCRUB": Method(scrub.unlearn, scrub.SCRUBHParams),
+    "GA": Method(ga.unlearn, ga.GAHParams),
     # IEU and its ablations: one method and one class, configured apart (see the configs).
-    "GA": _IEU,
+    # GA-plain is IEU's ascent alone (plain SGD, no momentum, no decay), not the GA baseline.
+    "GA-plain": _IEU,
     "Noisy": _IEU,
     "GA+Noisy": _IEU,
     "GA+Decay": _IEU,

@@ -5,7 +5,7 @@ pure in the sense that everything it uses arrives in its arguments, and
 everything random comes from ``key``. ``hparams`` is an instance of the method's
 own frozen dataclass of hyperparameters (a subclass of
 :class:`ieu_jax.hparams.HParams`, defaults written once, there); ``name`` is the
-name the method runs under (``"GA"`` for IEU's ascent-only setting), for logs and
+name the method runs under (``"GA-plain"`` for IEU's ascent-only setting), for logs and
 errors. Adding a method is one new module with such a function and its class, and
 one line in :data:`ieu_jax.methods.REGISTRY`.
 """

@@ -5,9 +5,12 @@ Each step takes a batch of the forget set (in shuffled epochs) and, when
 applies :func:`ieu_jax.ieu_transform` through :func:`ieu_jax.make_unlearn_step`.
 The paper's ablations are settings of :class:`IEUHParams`, one class for all:
 
-* GA: ``weight_decay = noise_std = 0`` (and here, no retain term);
+* GA-plain: ``weight_decay = noise_std = 0`` (and here, no retain term): plain SGD
+  ascent, no momentum, no decay. The published GA baseline, with the baselines' SGD
+  (momentum 0.9, weight decay 5e-4), is another method, :mod:`ieu_jax.methods.ga`;
+* GA+Noisy and GA+Decay add noise or decay (and a retain term) to GA-plain's ascent;
 * Noisy: ``ascent_scale = 0`` with noise and a retain term;
-* GA+Noisy: no decay; GA+Decay: no noise; IEU: all three.
+* IEU: all three.
 
 Ascent on cross-entropy is unbounded, and with a large forget set or a whole class
 it can diverge to NaN (see docs/results.md). ``max_grad_norm`` (None or 0: off, the
@@ -39,7 +42,7 @@ __all__ = ["IEUHParams", "make_transform", "unlearn"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IEUHParams(HParams):
-  """The hyperparameters of IEU and of its ablations (GA, Noisy, GA+Noisy, GA+Decay).
+  """The hyperparameters of IEU and of its ablations (GA-plain, Noisy, GA+Noisy, GA+Decay).
 
   Attributes:
     epochs: passes over the forget set (required).

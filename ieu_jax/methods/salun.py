@@ -15,11 +15,15 @@ Two behaviours have been published for the weights outside the mask, and
   multiplies the optimizer's final updates, so momentum and weight decay cannot
   move them either. This is the paper's definition,
   ``theta_u = m * (theta_o + delta) + (1 - m) * theta_o``, and it is what the
-  mask is meant to say: only salient weights change.
-* ``"gradients"``: the mask multiplies the gradients before the optimizer, as
-  the public reference code does (``param.grad *= mask`` before an SGD step
-  with weight decay); the coupled weight decay (and momentum carrying it) then
-  still shrinks the non-salient weights, by the same factor for all of them.
+  public reference code does now: after each SGD step on masked gradients
+  (``param.grad *= mask``) it writes the masked-out weights back to their values
+  before unlearning and zeroes their momentum. On the salient weights the
+  momentum and decay are those of the unmasked SGD in both, so the two agree.
+* ``"gradients"``: the mask multiplies the gradients before the optimizer and
+  nothing more, as earlier versions of the reference code did; the coupled
+  weight decay (and momentum carrying it) then still shrinks the non-salient
+  weights, by the same factor for all of them. Kept to reproduce numbers
+  published with that code.
 
 Hyperparameters: :class:`SalUnHParams`, those of RL plus ``mask_fraction``
 (0.5) and ``mask_applies_to`` (``"updates"``).
@@ -55,7 +59,8 @@ class SalUnHParams(rl.RLHParams):
   Attributes:
     mask_fraction: the share of weights the saliency mask keeps, in ``[0, 1]``.
     mask_applies_to: ``"updates"`` (non-salient weights held fixed) or
-      ``"gradients"`` (the reference code's masked gradients); see the module
+      ``"gradients"`` (masked gradients only, the reference code's earlier
+      behaviour); see the module
       docstring.
   """
 

@@ -15,9 +15,24 @@ Both passes share one optimizer state (the baselines' SGD,
 :func:`ieu_jax.methods.base.sgd`). ``KL_T`` is the distillation divergence at
 temperature ``T`` (:func:`distill_kl`), scaled by ``T**2`` as in the reference.
 
-Note: at the start the student equals the teacher, where the divergence and its
-gradient are exactly 0; the first max steps move the student only through the
-optimizer's weight decay, and the divergence grows once the student has moved.
+The pass order and counts follow the reference training loop (1-based epochs;
+in each, a max pass over the forget loader while ``epoch <= msteps``, then a min
+pass over the retain loader, one optimizer for both). The reference's later
+``scrub.py`` helper loops over 0-based epochs with the same ``epoch <= msteps``,
+i.e. one max pass more; we follow the loop its experiments ran.
+
+The first max pass is inert here. At the start the student equals the teacher, so
+the divergence and its gradient are 0 (up to float rounding). In the reference
+the student runs in train mode (BatchNorm with batch statistics, dropout) and the
+teacher in eval mode (running statistics), so their outputs differ from the first
+step and the max pass has a signal there. Our models have no running statistics
+and no dropout (GroupNorm or no normalisation): student and teacher are the same
+function, and the max pass has no signal until weight decay or the min pass has
+moved the student. Its first steps move the weights by the coupled weight decay
+alone: ``benchmarks/scrub_first_max_pass.py`` measures it on the small CNN, and
+``tests/test_benchmark_scrub.py`` checks that the change equals the decay's closed
+form. From the second epoch on (``msteps >= 2``) the max pass starts from a
+student the min pass has moved, and ascends.
 
 Hyperparameters: :class:`SCRUBHParams`.
 """
