@@ -127,7 +127,8 @@ def _run_binary(*args, timeout=300):
 @pytest.mark.slow
 def test_the_binary_says_one_line_and_exits_non_zero(tmp_path):
   out = _run_binary("--config=experiments/configs/fashion_mnist.py:small",
-                    f"--workdir={tmp_path}", "--config.method.GA.learning_rate=-0.003")
+                    f"--workdir={tmp_path}", "--config.methods=Retrain,GA",
+                    "--config.method.GA.learning_rate=-0.003")
   assert out.returncode == 1
   lines = [l for l in out.stderr.splitlines() if l and not l[:1] in "IW"]  # absl log lines
   assert lines == ["error: GA: learning_rate=-0.003 must be a finite positive number."]
