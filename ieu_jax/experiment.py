@@ -10,7 +10,9 @@ Phases (each logged, long ones with an ETA):
 2. original: train on forget + retain (or restore ``workdir/checkpoints/original``);
 3. retrain: the reference, trained from a fresh initialisation on the retain set
    only (or restored from ``workdir/checkpoints/retrain``);
-4. methods: each configured method unlearns from the original weights;
+4. methods: each configured method unlearns from the original weights; its
+   params are saved to ``workdir/checkpoints/unlearned/<name>-<fingerprint>``
+   (:func:`unlearned_checkpoint`; ``config.save_unlearned=False`` skips it);
 5. evaluation: UA, RA, TA, MIA, Avg. Gap against Retrain, RCD (``K`` relearning
    trajectories, normalised by Retrain's), wall time;
 6. outputs: ``results.json``, ``results.md`` and ``relearning.png`` in the workdir,
@@ -62,6 +64,7 @@ __all__ = [
     "relearn_checkpoints",
     "relearn_protocol",
     "run_experiment",
+    "unlearned_checkpoint",
 ]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
@@ -112,10 +115,15 @@ def rcd_gap(steps: float, reference_steps: float) -> float:
 _MODEL_PARTS = ("data", "forget", "model", "train")
 
 
+def _model_key(config, what: str) -> str:
+  """The fingerprint of the original or retrained model's checkpoint."""
+  return pipeline.fingerprint(config, what, _MODEL_PARTS)
+
+
 def _train_or_restore(workdir, config, what, init_fn, apply_fn, data, key):
   """Trains a model, or restores it (and its recorded training time) from the workdir."""
   return pipeline.cached_train(
-      workdir, what, pipeline.fingerprint(config, what, _MODEL_PARTS),
+      workdir, what, _model_key(config, what),
       jax.eval_shape(init_fn, key),
       lambda: retrain_lib.train_model(init_fn, apply_fn, data, config.train.to_dict(), key, what),
       strict=bool(config.get("strict_checkpoints", False)))
@@ -494,29 +502,74 @@ def _result_from_json(d: Mapping[str, Any]) -> _rcd.RelearnResult:
       guard=as_array(d["guard"]), threshold=as_array(d["threshold"]))
 
 
+def unlearned_checkpoint(config: ml_collections.ConfigDict, name: str) -> str:
+  """Where method ``name``'s unlearned params are saved, relative to the workdir.
+
+  ``checkpoints/unlearned/<name>-<fingerprint>``, keyed exactly as the method's
+  row in ``methods/`` is (data, forget set, model, training, evaluation, attacker,
+  seed, the method's hyperparameters), so a changed setting saves a new checkpoint
+  and never overwrites another's. Retrain's is the retrained model's
+  ``checkpoints/retrain-<fingerprint>``.
+  """
+  if name == "Retrain":
+    return os.path.join("checkpoints", "retrain-" + _model_key(config, "retrain"))
+  return os.path.join("checkpoints", "unlearned", _row_stem(config, name))
+
+
+def _row_stem(config: ml_collections.ConfigDict, name: str) -> str:
+  """``<name>-<fingerprint>`` of method ``name``'s row (a ``/`` in the name made ``_``)."""
+  hparams = methods_lib.hparams(name, config.method.get(name))
+  return name.replace("/", "_") + "-" + pipeline.fingerprint(
+      config, name, _ROW_PARTS, extra=hparams.to_dict())
+
+
+def _saved_checkpoint(workdir: str, name: str, checkpoint: str | None) -> str | None:
+  """``checkpoint`` (relative to ``workdir``) if a finished checkpoint is there, else None."""
+  if checkpoint is None:
+    return None
+  if not checkpoints.exists(os.path.join(workdir, checkpoint)):
+    logging.warning("%s: its checkpoint %s is gone; the row records none", name,
+                    os.path.join(workdir, checkpoint))
+    return None
+  return checkpoint
+
+
 def _method_row(setup: Setup, workdir: str, name: str):
   """``(row, {attacker: RelearnResult})`` of method ``name``: run, or reused from
   ``workdir/methods``.
 
   Each finished row is persisted as it completes (keyed by everything it depends
   on), so a crash or a kill in the methods phase loses at most the running method.
+  With ``config.save_unlearned`` (default True), the unlearned params are saved
+  first (:func:`unlearned_checkpoint`), so a row on disk has its checkpoint;
+  ``row["checkpoint"]`` is its path relative to the workdir, or None.
   """
   config = setup.config
   hparams = methods_lib.hparams(name, config.method.get(name))
-  path = os.path.join(workdir, "methods", name.replace("/", "_") + "-" + pipeline.fingerprint(
-      config, name, _ROW_PARTS, extra=hparams.to_dict()) + ".json")
+  path = os.path.join(workdir, "methods", _row_stem(config, name) + ".json")
   try:
     with open(path) as f:
       saved = json.load(f)
     logging.info("%s: reusing its finished row %s", name, path)
     row = {k: (math.nan if v is None else v) for k, v in saved["row"].items()}
+    row["checkpoint"] = _saved_checkpoint(  # a row saved before checkpoints were: none
+        workdir, name,
+        unlearned_checkpoint(config, name) if name == "Retrain" else saved.get("checkpoint"))
     return row, {a: _result_from_json(r) for a, r in saved["relearning"].items()}
   except (OSError, ValueError, KeyError):
     pass
+  checkpoint = unlearned_checkpoint(config, name)
   if name == "Retrain":
     params, runtime = setup.retrained, setup.training_time_s["retrain"]
   else:
     params, runtime = setup.unlearn(name, hparams)
+    if config.get("save_unlearned", True):
+      seconds = pipeline.save_model(os.path.join(workdir, checkpoint), params,
+                                    method=name, hparams=hparams.to_dict(),
+                                    unlearning_time_s=runtime)
+      logging.info("%s: saved %s in %.2fs", name, os.path.join(workdir, checkpoint), seconds)
+    else:
+      checkpoint = None
   logging.info("phase evaluation: %s", name)
   row = setup.evaluate(params)
   start = time.perf_counter()
@@ -526,7 +579,9 @@ def _method_row(setup: Setup, workdir: str, name: str):
   row.update(name=name, runtime_s=runtime,
              relearn_auc=relearn_auc(next(iter(results.values()))), hparams=hparams.to_dict())
   outputs.write_json(path, {"row": row, "relearning": {a: r._asdict()
-                                                       for a, r in results.items()}})
+                                                       for a, r in results.items()},
+                            "checkpoint": checkpoint})
+  row["checkpoint"] = checkpoint
   return row, results
 
 
@@ -612,7 +667,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       "methods": [
           {k: row[k] for k in ("name", "UA", "RA", "TA", "MIA", "avg_gap", "avg_gap_rcd",
                                "rcd", "relearn_auc", "runtime_s", "flags", "hparams",
-                               "mislabel") if k in row}
+                               "checkpoint", "mislabel") if k in row}
           for row in rows
       ],
       "failed": failed,

@@ -56,6 +56,7 @@ __all__ = [
     "attacker_subset",
     "cached_train",
     "check_writable",
+    "checkpoint_path",
     "fingerprint",
     "finished_run",
     "locks_workdir",
@@ -63,6 +64,7 @@ __all__ = [
     "method_names",
     "relearn_protocol",
     "result_flags",
+    "save_model",
     "workdir",
 ]
 
@@ -148,7 +150,7 @@ def cached_train(workdir: str, name: str, key: str, like: Any,
       corrupt ("checkpoint <path> is corrupt (<reason>); delete it to retrain").
     OSError: when the checkpoint cannot be saved.
   """
-  path = os.path.abspath(os.path.join(workdir, "checkpoints", f"{name}-{key}"))
+  path = checkpoint_path(workdir, name, key)
   if checkpoints.exists(path):
     logging.info("phase %s: restoring %s", name, path)
     try:
@@ -162,11 +164,38 @@ def cached_train(workdir: str, name: str, key: str, like: Any,
   start = time.perf_counter()
   params = jax.block_until_ready(train())
   seconds = time.perf_counter() - start
-  if outputs.is_writer():
-    checkpoints.save_params(path, params)
-    outputs.write_json(path + ".json",
-                       {"training_time_s": seconds, "checksum": checkpoints.checksum(params)})
+  save_model(path, params, training_time_s=seconds)
   return Trained(params, seconds, False)
+
+
+def checkpoint_path(workdir: str, name: str, key: str) -> str:
+  """``workdir/checkpoints/<name>-<key>``, absolute: where a model keyed by ``key`` lives.
+
+  ``name`` may name a subdirectory (``unlearned/IEU``); a ``/`` in a method's own
+  name must be replaced by the caller.
+  """
+  return os.path.abspath(os.path.join(workdir, "checkpoints", f"{name}-{key}"))
+
+
+def save_model(path: str, params: Any, **record: Any) -> float:
+  """Saves ``params`` to the checkpoint ``path`` and its record ``<path>.json``.
+
+  The record holds ``record`` and :func:`checkpoints.checksum` of ``params``; the
+  checkpoint is complete before its record is written. Process 0 alone writes;
+  the others return at once.
+
+  Returns:
+    The seconds the save took (0 on the other processes).
+
+  Raises:
+    OSError: when the checkpoint cannot be saved (naming ``path``).
+  """
+  if not outputs.is_writer():
+    return 0.0
+  start = time.perf_counter()
+  checkpoints.save_params(path, params)
+  outputs.write_json(path + ".json", {**record, "checksum": checkpoints.checksum(params)})
+  return time.perf_counter() - start
 
 
 def method_names(config: ml_collections.ConfigDict, known: Iterable[str], *,
@@ -289,7 +318,7 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
 
 # Config keys that say how a run treats its files, not what it computes: a finished
 # run is reused whatever they were.
-_OPERATIONAL_KEYS = ("strict_checkpoints",)
+_OPERATIONAL_KEYS = ("strict_checkpoints", "save_unlearned")
 
 
 def _computed(config: Any) -> Any:
@@ -302,7 +331,8 @@ def _computed(config: Any) -> Any:
 def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """The results of a finished run of exactly ``config`` in ``run_dir``, else None.
 
-  Exactly: every key but ``strict_checkpoints``, which changes no number.
+  Exactly: every key but the operational ones (``strict_checkpoints``,
+  ``save_unlearned``), which change no number.
   """
   path = os.path.join(run_dir, "results.json")
   try:

@@ -25,13 +25,16 @@ __all__ = ["ATTACKERS", "CLASSIFIER_SECTIONS", "ClassifierRCDHParams", "DataHPar
 
 
 def check_run_keys(config: ml_collections.ConfigDict) -> None:
-  """The keys outside the sections: ``seed`` and ``strict_checkpoints``."""
+  """The keys outside the sections: ``seed``, ``strict_checkpoints``, ``save_unlearned``."""
   seed = config.get("seed")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise ValueError(f"config.seed={seed!r} must be an integer >= 0.")
   strict = config.get("strict_checkpoints", False)
   if not isinstance(strict, bool):
     raise ValueError(f"config.strict_checkpoints={strict!r} must be True or False.")
+  save = config.get("save_unlearned", True)
+  if not isinstance(save, bool):
+    raise ValueError(f"config.save_unlearned={save!r} must be True or False.")
 
 
 def validate_sections(config: ml_collections.ConfigDict,

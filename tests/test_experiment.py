@@ -167,3 +167,66 @@ def test_the_recovered_criterion_end_to_end(run, tmp_path):
           != first["methods"][0]["rcd"]["by_attacker"])
   md = open(tmp_path / "results.md").read()
   assert "until recovered (accuracy on forget examples the attacker does not hold" in md
+
+
+def _tree_equal(a, b):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return (jax.tree.structure(a) == jax.tree.structure(b) and len(la) == len(lb)
+          and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)))
+
+
+@pytest.mark.slow
+def test_every_unlearned_model_is_saved_and_restores_to_the_methods_params(run):
+  """Each method's checkpoint, keyed like its row, restores (checksum checked) to the
+  params the method produces with its key, and evaluates to the row's numbers;
+  Retrain's row points at the retrained model, saved once."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from ieu_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from ieu_jax import methods as methods_lib  # pylint: disable=g-import-not-at-top
+
+  config, workdir, results = run
+  by_name = {m["name"]: m for m in results["methods"]}
+  retrain = by_name["Retrain"]["checkpoint"]
+  assert retrain == experiment.unlearned_checkpoint(config, "Retrain")
+  assert retrain.startswith(os.path.join("checkpoints", "retrain-"))
+  saved = sorted(os.listdir(os.path.join(workdir, "checkpoints", "unlearned")))
+  assert [s for s in saved if not s.endswith(".json")] == sorted(
+      os.path.basename(by_name[n]["checkpoint"]) for n in ("FT", "GA", "IEU"))
+  setup = experiment.prepare(config, workdir)
+  like = jax.eval_shape(setup.init_fn, jax.random.key(0))
+  for name in ("FT", "GA", "IEU"):
+    path = os.path.join(workdir, by_name[name]["checkpoint"])
+    assert by_name[name]["checkpoint"] == experiment.unlearned_checkpoint(config, name)
+    record = json.load(open(path + ".json"))
+    assert record["method"] == name and record["hparams"] == by_name[name]["hparams"]
+    params = checkpoints.restore_params(path, like, record["checksum"])
+    row = setup.evaluate(params)
+    for key in ("UA", "RA", "TA", "MIA"):
+      assert row[key] == by_name[name][key], (name, key)
+    if name == "IEU":  # the method again, with its own key: the very same params
+      again, _ = setup.unlearn(name, methods_lib.hparams(name, config.method[name]))
+      assert _tree_equal(params, again)
+
+
+@pytest.mark.slow
+def test_relearn_on_a_saved_checkpoint_gives_the_rows_rcd(run):
+  """``experiments.relearn`` on a saved unlearned model (against the saved retrained
+  one, thresholds from the saved original) reproduces the row's first-attacker RCD:
+  the same draws and keys."""
+  config, workdir, results = run
+  by_name = {m["name"]: m for m in results["methods"]}
+  (original,) = [os.path.join(workdir, "checkpoints", d)
+                 for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if d.startswith("original-") and not d.endswith(".json")]
+  out = experiment.relearn_checkpoints(
+      config, os.path.join(workdir, by_name["IEU"]["checkpoint"]),
+      os.path.join(workdir, by_name["Retrain"]["checkpoint"]), original=original)
+  first = results["methods"][0]["rcd"]["by_attacker"]
+  assert list(first)[0] == "sgd"
+  for key in ("steps_mean", "steps_std", "censored_frac"):
+    assert out["checkpoint"][key] == by_name["IEU"]["rcd"]["by_attacker"]["sgd"][key], key
+    assert out["reference"][key] == by_name["Retrain"]["rcd"]["by_attacker"]["sgd"][key], key
+  assert out["normalized"] == by_name["IEU"]["rcd"]["normalized"]

@@ -352,3 +352,32 @@ def test_original_rcd_is_zero_steps_normalised_where_retrain_relearns_later():
   assert r["worst_case_normalized"] == 0.0  # the smallest defined one
   retrain["by_attacker"]["sgd"] = summary(0.0)
   assert np.isnan(generative.experiment._original_rcd(retrain)["worst_case_normalized"])
+
+
+@pytest.mark.slow
+def test_tiny_run_saves_the_unlearned_model_beside_the_trained_ones(tiny_run):
+  """Every row points at its model: the trained DDPMs' checkpoints for Original and
+  Retrain, and the unlearned one saved under ``checkpoints/unlearned``, which restores
+  to the checksum recorded when it was saved."""
+  from ieu_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from ieu_jax.generative import experiment as gen_experiment  # pylint: disable=g-import-not-at-top
+
+  results, workdir = tiny_run
+  config = _tiny_config()
+  rows = {m["name"]: m["checkpoint"] for m in results["models"]}
+  assert rows == {n: gen_experiment.model_checkpoint(config, n)
+                  for n in ("Original", "Retrain", "IEU")}
+  assert rows["IEU"].startswith(os.path.join("checkpoints", "unlearned", "IEU-"))
+  for path in rows.values():
+    assert checkpoints.exists(os.path.join(workdir, path)), path
+  record = json.load(open(os.path.join(workdir, rows["IEU"]) + ".json"))
+  assert record["method"] == "IEU"
+  assert record["hparams"]["learning_rate"] == config.method.IEU.learning_rate
+  s = int(config.data.image_size)
+  u_init, _ = generative.unet.build_unet(
+      10, (s, s, 1), channels=tuple(config.unet.channels),
+      num_res_blocks=int(config.unet.num_res_blocks), emb_dim=int(config.unet.emb_dim))
+  like = jax.eval_shape(u_init, jax.random.key(0))
+  ieu = checkpoints.restore_params(os.path.join(workdir, rows["IEU"]), like, record["checksum"])
+  original = json.load(open(os.path.join(workdir, rows["Original"]) + ".json"))["checksum"]
+  assert checkpoints.checksum(ieu) != original  # the unlearned weights, not the original's

@@ -136,3 +136,15 @@ def test_finished_run_is_the_same_config_whatever_its_strict_checkpoints(tmp_pat
   assert pipeline.finished_run(str(tmp_path), older)["value"] == 1
   c.seed = 4
   assert pipeline.finished_run(str(tmp_path), c) is None
+
+
+def test_finished_run_is_the_same_config_whatever_its_save_unlearned(tmp_path):
+  c = _config()
+  c.save_unlearned = False
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump({"config": c.to_dict(), "value": 1}, f)
+  c.save_unlearned = True
+  assert pipeline.finished_run(str(tmp_path), c)["value"] == 1
+  assert pipeline.finished_run(str(tmp_path), _config())["value"] == 1  # from before the key
+  c.seed = 4
+  assert pipeline.finished_run(str(tmp_path), c) is None

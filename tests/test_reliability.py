@@ -94,6 +94,25 @@ def test_bad_values_are_refused_before_any_work(tmp_path, path, value, says):
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
+@pytest.mark.parametrize("value", ["no", 1, None])
+@pytest.mark.parametrize("which", ["classifier", "generative"])
+def test_a_bad_save_unlearned_is_refused_before_any_work(tmp_path, which, value):
+  """A config built by hand can hold anything (the flag parser takes only a bool)."""
+  if which == "classifier":
+    config, run = fashion_mnist.get_config("small"), experiment.run_experiment
+  else:
+    config, run = ddpm_fashion_mnist.get_config("small"), gen_experiment.run_generative
+  with config.unlocked():
+    del config["save_unlearned"]  # the field is typed bool: set it anew, untyped
+    config.save_unlearned = value
+  start = time.perf_counter()
+  with pytest.raises(ValueError, match=_escape(f"config.save_unlearned={value!r} must be True"
+                                               " or False")):
+    run(config, str(tmp_path))
+  assert time.perf_counter() - start < 10.0
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
 def test_generative_bad_values_are_refused_before_any_work(tmp_path):
   for path, value, says in [("train.epochs", 0, "config.train: epochs=0"),
                             ("forget_class", -2, "config.forget_class=-2"),
@@ -244,3 +263,68 @@ def test_a_rerun_reuses_the_finished_rows(full_run, tmp_path, monkeypatch):
                         methods_lib.REGISTRY[name]._replace(unlearn=broken))
   out = experiment.run_experiment(_tiny(), str(tmp_path / "w"))
   assert out["failed"] == [] and _rows(out) == _rows(results)
+
+
+def _tree_digest(root):
+  """``{relative path: SHA-256 of its bytes}`` of every file under ``root``."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      path = os.path.join(d, f)
+      out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+  return out
+
+
+@pytest.mark.slow
+def test_save_unlearned_false_saves_none_and_a_rerun_with_true_reuses_everything(
+    full_run, tmp_path, monkeypatch):
+  """``save_unlearned`` is operational: with False no unlearned model is written and
+  the rows record None; a rerun with True reuses the models and the rows (it needs no
+  save, and a method that would be recomputed fails here), to the same numbers."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, results = full_run
+  shutil.copytree(os.path.join(workdir, "checkpoints"), tmp_path / "checkpoints",
+                  ignore=shutil.ignore_patterns("unlearned"))
+  config = _tiny("Retrain,GA")
+  config.save_unlearned = False
+  out = experiment.run_experiment(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints" / "unlearned").exists()
+  assert [m["checkpoint"] for m in out["methods"]] == [
+      experiment.unlearned_checkpoint(config, "Retrain"), None]
+  assert out["restored_from_checkpoint"] == {"original": True, "retrain": True}
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("recomputed")
+
+  monkeypatch.setitem(methods_lib.REGISTRY, "GA",
+                      methods_lib.REGISTRY["GA"]._replace(unlearn=broken))
+  config.save_unlearned = True
+  again = experiment.run_experiment(config, str(tmp_path))
+  assert again["failed"] == [] and _rows(again) == _rows(out)
+  assert not (tmp_path / "checkpoints" / "unlearned").exists()
+  want = _rows(results)
+  for name in ("Retrain", "GA"):  # the same numbers as the run that saved its models
+    assert {k: v for k, v in _rows(out)[name].items() if k != "checkpoint"} == {
+        k: v for k, v in want[name].items() if k != "checkpoint"}
+
+
+@pytest.mark.slow
+def test_a_changed_hyperparameter_saves_a_new_checkpoint_and_keeps_the_others(
+    full_run, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, results = full_run
+  shutil.copytree(workdir, tmp_path / "w", ignore=shutil.ignore_patterns(".lock"))
+  unlearned = tmp_path / "w" / "checkpoints" / "unlearned"
+  before = _tree_digest(unlearned)
+  by_name = {m["name"]: m["checkpoint"] for m in results["methods"]}
+  assert all(os.path.isdir(tmp_path / "w" / by_name[n]) for n in ("FT", "GA", "IEU"))
+  config = _tiny("Retrain,FT,GA")
+  config.method.GA.learning_rate = 2e-3
+  out = experiment.run_experiment(config, str(tmp_path / "w"))
+  ga = {m["name"]: m["checkpoint"] for m in out["methods"]}["GA"]
+  assert ga != by_name["GA"] and os.path.isdir(tmp_path / "w" / ga)
+  after = _tree_digest(unlearned)
+  assert {k: v for k, v in after.items() if k in before} == before  # nothing rewritten
+  assert {k.split(os.sep)[0] for k in set(after) - set(before)} == {
+      os.path.basename(ga), os.path.basename(ga) + ".json"}

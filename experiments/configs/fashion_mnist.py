@@ -20,6 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A corrupt cached model (unreadable files, or weights that differ from the
   # checksum recorded when saved): False retrains it with a warning, True raises.
   c.strict_checkpoints = False
+  # Save every method's unlearned params (orbax) to
+  # workdir/checkpoints/unlearned/<method>-<fingerprint>, keyed like its row in
+  # workdir/methods; results.json records each row's checkpoint. Changes no number.
+  c.save_unlearned = True
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"  # or 'digits', or 'tfds:<name>'

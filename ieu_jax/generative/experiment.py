@@ -61,8 +61,8 @@ from ieu_jax.generative import unet as unet_lib
 from ieu_jax.generative.ddpm import classifier_fns, make_ddpm_step, prepare_images, train_ddpm
 from ieu_jax.methods import retrain as retrain_lib
 
-__all__ = ["FASHION_MNIST_CLASSES", "GenSetup", "prepare_generative", "run_generative",
-           "run_seeds", "search_generative"]
+__all__ = ["FASHION_MNIST_CLASSES", "GenSetup", "model_checkpoint", "prepare_generative",
+           "run_generative", "run_seeds", "search_generative"]
 
 # Where each phase's randomness comes from: fold_in(key(seed), stream).
 _KEY_CLASSIFIER, _KEY_ORIGINAL, _KEY_RETRAIN, _KEY_METHODS = 1, 2, 3, 4
@@ -222,7 +222,6 @@ def _prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenS
   label_drop = float(dc.label_drop)
   like = jax.eval_shape(u_init, root)
   init_jit = jax.jit(u_init)  # one program; op by op, Flax's init compiles every op
-  parts = ("data", "unet", "diffusion", "train")
 
   tx_and_step = []  # built on first use: nothing to compile when both are cached
 
@@ -240,10 +239,10 @@ def _prepare_generative(config: ml_collections.ConfigDict, workdir: str) -> GenS
     return fn
 
   original = pipeline.cached_train(
-      workdir, "ddpm-original", pipeline.fingerprint(config, "original", parts), like,
+      workdir, "ddpm-original", _ddpm_key(config, "original"), like,
       train_gen(train, _KEY_ORIGINAL, "ddpm-original"), strict=strict)
   retrained = pipeline.cached_train(
-      workdir, "ddpm-retrain", pipeline.fingerprint(config, f"retrain-{forget_class}", parts),
+      workdir, "ddpm-retrain", _ddpm_key(config, "retrain"),
       like, train_gen(fs.retain, _KEY_RETRAIN, "ddpm-retrain"), strict=strict)
 
   problem = methods_lib.GenProblem(
@@ -359,6 +358,48 @@ def _original_rcd(retrain_rcd: dict[str, Any]) -> dict[str, Any]:
               worst_case_normalized=min(defined) if defined else math.nan)
 
 
+# What a DDPM depends on: the original's and retrained checkpoints' fingerprints cover these.
+_DDPM_PARTS = ("data", "unet", "diffusion", "train")
+
+
+def _ddpm_key(config: ml_collections.ConfigDict, what: str) -> str:
+  """The fingerprint of the ``original`` or ``retrain`` DDPM's checkpoint."""
+  if what == "retrain":
+    what = f"retrain-{int(config.forget_class)}"
+  return pipeline.fingerprint(config, what, _DDPM_PARTS)
+
+
+def model_checkpoint(config: ml_collections.ConfigDict, name: str) -> str:
+  """Where model ``name``'s params are saved, relative to the workdir.
+
+  Original and Retrain: the trained DDPMs' ``checkpoints/ddpm-original-<fingerprint>``
+  and ``checkpoints/ddpm-retrain-<fingerprint>``. A method's unlearned DDPM:
+  ``checkpoints/unlearned/<name>-<fingerprint>``, keyed like those by the data,
+  the UNet, the diffusion, the training recipe and the seed, and besides by the
+  forget class, the method's name and its hyperparameters, so a changed setting
+  saves a new checkpoint and never overwrites another's.
+  """
+  if name in ("Original", "Retrain"):
+    what = name.lower()
+    return os.path.join("checkpoints", f"ddpm-{what}-{_ddpm_key(config, what)}")
+  hp = methods_lib.hparams(name, config.method[name])
+  key = pipeline.fingerprint(config, name, _DDPM_PARTS + ("forget_class",), extra=hp.to_dict())
+  return os.path.join("checkpoints", "unlearned", f"{name.replace('/', '_')}-{key}")
+
+
+def _save_unlearned(config, workdir: str, name: str, params, runtime: float) -> str | None:
+  """Saves method ``name``'s unlearned DDPM (:func:`model_checkpoint`) unless
+  ``config.save_unlearned`` is False; returns its path relative to the workdir, or None."""
+  if not config.get("save_unlearned", True):
+    return None
+  checkpoint = model_checkpoint(config, name)
+  hp = methods_lib.hparams(name, config.method[name])
+  seconds = pipeline.save_model(os.path.join(workdir, checkpoint), params, method=name,
+                                hparams=hp.to_dict(), unlearning_time_s=runtime)
+  logging.info("%s: saved %s in %.2fs", name, os.path.join(workdir, checkpoint), seconds)
+  return checkpoint
+
+
 @pipeline.locks_workdir
 def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the generative experiment of ``config`` (``experiments/configs/ddpm_fashion_mnist.py``).
@@ -375,6 +416,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
 
   rows, grids, reference, failed = [], {}, None, []
   model_list = ["Original", "Retrain"] + names
+  checkpoints_of = {n: model_checkpoint(config, n) for n in ("Original", "Retrain")}
   for i, name in enumerate(model_list):
     logging.info("phase model: %s (%d/%d)", name, i + 1, len(model_list))
     if name in ("Original", "Retrain"):
@@ -384,6 +426,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
       key = pipeline.method_key(setup.root, _KEY_METHODS, name)
       try:
         params, runtime = setup.unlearn(name, config.method[name], key)
+        checkpoints_of[name] = _save_unlearned(config, workdir, name, params, runtime)
       except Exception as e:  # pylint: disable=broad-except
         # One failing method must not cost the others' results: report it.
         error = str(e) if isinstance(e, training.NonFiniteError) else f"{type(e).__name__}: {e}"
@@ -401,7 +444,7 @@ def run_generative(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
         reference = curves
       rcd = attackers_lib.rcd_by_attacker(curves, reference)
     logging.info("%s: RCD in %.1fs: %s", name, time.perf_counter() - start, rcd)
-    row.update(name=name, runtime_s=runtime, rcd=rcd,
+    row.update(name=name, runtime_s=runtime, rcd=rcd, checkpoint=checkpoints_of[name],
                rcd_curves=None if curves is None else curves[first].accuracy,
                rcd_curves_by_attacker=None if curves is None else
                {a: c.accuracy for a, c in curves.items()})
