@@ -192,12 +192,14 @@ def test_every_unlearned_model_is_saved_and_restores_to_the_methods_params(run):
   retrain = by_name["Retrain"]["checkpoint"]
   assert retrain == experiment.unlearned_checkpoint(config, "Retrain")
   assert retrain.startswith(os.path.join("checkpoints", "retrain-"))
+  unlearned = [n for n in by_name if n != "Retrain"]
+  assert len(unlearned) == 3
   saved = sorted(os.listdir(os.path.join(workdir, "checkpoints", "unlearned")))
   assert [s for s in saved if not s.endswith(".json")] == sorted(
-      os.path.basename(by_name[n]["checkpoint"]) for n in ("FT", "GA", "IEU"))
+      os.path.basename(by_name[n]["checkpoint"]) for n in unlearned)
   setup = experiment.prepare(config, workdir)
   like = jax.eval_shape(setup.init_fn, jax.random.key(0))
-  for name in ("FT", "GA", "IEU"):
+  for name in unlearned:
     path = os.path.join(workdir, by_name[name]["checkpoint"])
     assert by_name[name]["checkpoint"] == experiment.unlearned_checkpoint(config, name)
     record = json.load(open(path + ".json"))
