@@ -1,7 +1,7 @@
 """Every method on every scenario and seed; writes the results document.
 
   python -m experiments.compare --config=experiments/configs/fashion_mnist.py:results \
-      --workdir=runs/compare --scenarios=random10,random30,random50,class0 --seeds=0,1,2 \
+      --workdir=runs/compare --scenarios=random10,random30,random50,class0,mislabel10 --seeds=0,1,2 \
       --results_doc=docs/results.md
 """
 
@@ -14,8 +14,9 @@ from experiments import entry
 
 _CONFIG = entry.config_flag()
 _WORKDIR = entry.workdir_flag()
-_SCENARIOS = flags.DEFINE_list("scenarios", ["random10", "random30", "random50", "class0"],
-                               f"Scenarios, of {sorted(comparison.SCENARIOS)}.")
+_SCENARIOS = flags.DEFINE_list(
+    "scenarios", ["random10", "random30", "random50", "class0", "mislabel10"],
+    f"Scenarios, of {sorted(comparison.SCENARIOS)}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _RESULTS_DOC = flags.DEFINE_string("results_doc", None, "Where to write the results page.")
 
