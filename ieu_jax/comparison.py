@@ -39,6 +39,7 @@ __all__ = [
     "aggregate",
     "candidates",
     "rank_correlation",
+    "verdict_table",
     "scenario_config",
     "search",
     "sweep",
@@ -309,18 +310,39 @@ def results_document(
            "4_noisy_tradeoff": "Noisy alone gives a strong privacy/utility trade-off",
            "5_ga_noisy_no_better": "GA+Noisy does not improve on Noisy"}
   verdict = {True: "supported", False: "**not supported**", None: "not tested"}
-  parts = [preamble, f"Reproduce everything on this page:\n\n```sh\n{command}\n```\n"]
+  verdicts = {scenario: claims(agg) for scenario, agg in by_scenario.items()}
+  parts = [preamble, f"Reproduce everything on this page:\n\n```sh\n{command}\n```\n",
+           "The paper's claims at a glance (each cell: this page's verdict on that scenario,"
+           " from the claims listed under its table; a claim whose method diverged or was"
+           " not run is not tested there):\n",
+           verdict_table(verdicts, names, verdict) + "\n"]
   for scenario, agg in by_scenario.items():
     parts.append(f"## {scenario}\n")
     parts.append(scenario_table(agg) + "\n")
     if figures and scenario in figures:
       parts.append(f"![relearning curves, {scenario}]({figures[scenario]})\n")
     parts.append("Claims on this scenario:\n")
-    for key, c in claims(agg).items():
+    for key, c in verdicts[scenario].items():
       detail = {k: v for k, v in c.items() if k != "supported"}
       parts.append(f"- {names[key]}: {verdict[c['supported']]} — `{json.dumps(outputs.json_safe(detail))}`")
     parts.append("")
   return "\n".join(parts) + "\n"
+
+
+def verdict_table(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                  names: Mapping[str, str], verdict: Mapping[Any, str]) -> str:
+  """A markdown table of the claims' verdicts: a row per claim, a column per scenario
+  (``verdicts[scenario]`` is :func:`claims` of that scenario; a claim a scenario did
+  not check reads ``n/a``)."""
+  scenarios = list(verdicts)
+  keys = list(names)
+  rows = []
+  for key in keys:
+    cells = [verdict[verdicts[s][key]["supported"]] if key in verdicts[s] else "n/a"
+             for s in scenarios]
+    if any(c != "n/a" for c in cells):
+      rows.append([names[key]] + cells)
+  return outputs.markdown_table(["claim"] + scenarios, rows)
 
 
 _START, _END = "<!-- generated: start -->", "<!-- generated: end -->"

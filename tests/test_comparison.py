@@ -87,6 +87,14 @@ def test_rank_correlation_and_claims_on_constructed_aggregates():
   assert c["5_ga_noisy_no_better"]["supported"] is False
   doc = comparison.results_document({"random10": agg}, command="python -m experiments.compare")
   assert "| IEU | 1 |" in doc and "python -m experiments.compare" in doc
+  # The verdicts at a glance: the first scenario supports claim 1, the second does not;
+  # a claim neither checks (2b: no worst case in these rows) has no row.
+  worse = comparison.aggregate([_run(rows)])
+  doc = comparison.results_document({"random10": agg, "random30": worse}, command="x")
+  assert ("| IEU has a lower Avg. Gap than FT, RL, SCRUB and SalUn | supported |"
+          " **not supported** |") in doc
+  assert "| GA+Noisy does not improve on Noisy | supported | **not supported** |" in doc
+  assert "worst-case normalised RCD (over the attackers) than those baselines |" not in doc
 
 
 def test_scenario_config():
