@@ -24,6 +24,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+import numpy as np
 from absl import logging
 from scipy import stats
 
@@ -39,6 +40,7 @@ __all__ = [
     "aggregate",
     "candidates",
     "rank_correlation",
+    "setting_paragraph",
     "verdict_table",
     "scenario_config",
     "search",
@@ -329,6 +331,38 @@ def results_document(
   return "\n".join(parts) + "\n"
 
 
+def setting_paragraph(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+  """The sweep's setting, read from its runs' results (so no number is typed by hand):
+  sizes, the attackers' protocol and criterion, the original's memorisation per
+  scenario, and the summed wall time of the runs."""
+  fmt = outputs.fmt
+  first = next((cells[0] for cells in runs.values() if cells), None)
+  if first is None:
+    return ""
+  p, sizes = first["rcd_protocol"], first["sizes"]
+  gaps = ", ".join(
+      f"{s} {fmt(float(np.mean([c['memorization_gap'] for c in cells])), 1)}"
+      for s, cells in runs.items() if cells)
+  train_acc = [c["original"]["train_accuracy"] for cells in runs.values() for c in cells]
+  wall = sum(c.get("wall_time_s", 0.0) for cells in runs.values() for c in cells)
+  seeds = sorted({c["config"]["seed"] for cells in runs.values() for c in cells})
+  guard = (f"; a point counts only while accuracy on {sizes.get('guard', 0)} held-out examples"
+           f" of the other classes is within {fmt(p['guard_drop'])} points of its value"
+           " before relearning" if p.get("guard_drop") is not None else "")
+  return (
+      f"**Setting (read from the runs).** {sizes['train']} training examples; the original's"
+      f" train accuracy {fmt(min(train_acc))}-{fmt(max(train_acc))}%. Memorisation gap"
+      " (original minus retrained forget accuracy, points, mean over seeds):"
+      f" {gaps}. RCD: {p['num_trajectories']} trajectories per model and attacker, each"
+      f" with its own {sizes['relearn']} forget examples, batch {p['batch_size']}, budget"
+      f" {p['max_steps']} steps, criterion `{first.get('rcd_criterion', 'relearned')}`{guard};"
+      f" attackers {', '.join(first.get('rcd_attackers', {'sgd': None}))} (the first is"
+      f" the tables' RCD: {p['optimizer']} at learning rate(s) {p['learning_rates']},"
+      f" momentum {fmt(p['momentum'])}). Seeds {', '.join(map(str, seeds))}. The runs'"
+      f" summed wall time: {fmt(wall / 60, 0)} min (each run's own, on the machine that"
+      " ran it).\n")
+
+
 def verdict_table(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
                   names: Mapping[str, str], verdict: Mapping[Any, str]) -> str:
   """A markdown table of the claims' verdicts: a row per claim, a column per scenario
@@ -388,6 +422,7 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, 
         old = f.read()
     except OSError:
       old = None
-    page = results_document(by_scenario, command=command, figures=figures)
+    page = results_document(by_scenario, command=command, figures=figures,
+                            preamble=setting_paragraph(runs))
     outputs.write_text(results_doc, splice(old, page))
   return summary

@@ -158,3 +158,23 @@ def test_the_mislabel_measure_is_aggregated_and_shown_only_where_present():
   assert "| TA gain | corrected |" in table
   assert "| 1.00 ± 2.00 | 51.00 ± 2.00 |" in table  # IEU: gains -1 and 3
   assert comparison.SCENARIOS["mislabel10"] == {"mode": "mislabel", "fraction": 0.1}
+
+
+def test_the_setting_is_read_from_the_runs():
+  def cell(seed, gap, acc, wall):
+    return {"config": {"seed": seed}, "memorization_gap": gap, "wall_time_s": wall,
+            "original": {"train_accuracy": acc}, "rcd_criterion": "recovered",
+            "sizes": {"train": 1980, "relearn": 128, "guard": 220},
+            "rcd_attackers": {"sgd": {}, "adam": {}},
+            "rcd_protocol": {"num_trajectories": 4, "batch_size": 32, "max_steps": 100,
+                             "guard_drop": 5.0, "optimizer": "sgd", "learning_rates": [0.01],
+                             "momentum": 0.9}}
+  runs = {"random10": [cell(0, 10.0, 98.0, 60.0), cell(1, 14.0, 99.5, 120.0)],
+          "class0": [cell(0, 99.0, 99.0, 180.0)]}
+  text = comparison.setting_paragraph(runs)
+  assert "random10 12.0, class0 99.0" in text  # mean gaps over seeds
+  assert "train accuracy 98.00-99.50%" in text
+  assert "criterion `recovered`" in text and "220 held-out examples" in text
+  assert "attackers sgd, adam" in text and "Seeds 0, 1." in text
+  assert "summed wall time: 6 min" in text  # (60 + 120 + 180) s
+  assert comparison.setting_paragraph({}) == ""
