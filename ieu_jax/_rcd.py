@@ -3,9 +3,13 @@
 From weights ``theta``, an attacker relearns the forget set (or ``m`` examples of
 it) by SGD or Adam. ``T(theta)`` is the first step at which the forget-set criterion
 holds (accuracy >= ``threshold`` percent, or loss <= ``threshold``), evaluated
-after every step (or every ``eval_every`` steps) on a fixed evaluation set. A run
-that never meets it within ``max_steps`` is *censored*: reported as such, never
-counted as ``max_steps``.
+after every step (or every ``eval_every`` steps) on an evaluation set, and, with a
+guard, while the guard's score (e.g. accuracy on the other classes) stays within
+``guard_drop`` of its value before relearning. Each data order may draw its own
+training examples, evaluation examples and threshold (:class:`Draws`). A run that
+never meets it within ``max_steps`` is *censored*: reported as such, and counted
+as ``max_steps`` by :func:`rcd_summary` (a restricted mean, marked as a lower
+bound).
 
 ``K`` trajectories that differ in data order (and, optionally, a grid of learning
 rates) are one computation over a leading trajectory axis. How that computation is
