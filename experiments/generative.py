@@ -1,7 +1,7 @@
 """Generative unlearning binary: train a conditional DDPM, forget a class, evaluate.
 
   python -m experiments.generative --config=experiments/configs/ddpm_fashion_mnist.py \
-      --workdir=runs/ddpm [--config.methods=FT,GA-plain,SalUn,IEU]
+      --workdir=runs/ddpm [--config.methods=FT,GA-plain,SalUn,SalUn-frozen,IEU]
 
 Writes ``results.json``, ``results.md`` and ``samples.png`` to the workdir.
 With ``--mode=search`` it instead tries the candidates of ``config.search``

@@ -151,6 +151,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_size": _AT_LEAST_ONE, "eval_samples": _AT_LEAST_ONE,
     "samples_per_class": _AT_LEAST_ONE, "sample_steps": _AT_LEAST_ONE,
     "grid_per_class": _AT_LEAST_ONE, "mia_max_per_class": _AT_LEAST_ONE,
+    "mask_batch_size": _AT_LEAST_ONE, "mask_draws": _AT_LEAST_ONE,
+    "pseudo_label": _AT_LEAST_ZERO,
     # Rates and scales.
     "learning_rate": _POSITIVE, "temperature": _POSITIVE, "adam_learning_rate": _POSITIVE,
     "learning_rates": _rule(lambda v: all(_finite(x) and x > 0 for x in
@@ -160,7 +162,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": _NON_NEGATIVE, "noise_std": _NON_NEGATIVE, "ascent_scale": _NON_NEGATIVE,
     "retain_scale": _NON_NEGATIVE, "alpha": _NON_NEGATIVE, "gamma": _NON_NEGATIVE,
     "tolerance": _NON_NEGATIVE, "collapse_margin": _NON_NEGATIVE, "guard_drop": _NON_NEGATIVE,
-    "guidance_scale": _NON_NEGATIVE,
+    "guidance_scale": _NON_NEGATIVE, "mask_guidance": _NON_NEGATIVE,
     "momentum": _PROBABILITY, "val_size": _PROBABILITY, "label_drop": _PROBABILITY,
     "fraction": _FRACTION, "beta_start": _FRACTION, "beta_end": _FRACTION,
     "mask_fraction": _SHARE, "threshold_fraction": _SHARE,
