@@ -397,7 +397,7 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, 
   Args:
     runs: :func:`sweep`'s result, ``{scenario: [results per seed]}``.
     workdir: the sweep's directory (each run's ``relearning.png`` of the first
-      seed is copied beside the page, into ``figures/``).
+      seed is copied beside the page, into ``figures/<page>_relearning_<scenario>.png``).
     results_doc: the page to write (its generated block only), or None.
     command: the command that reproduces the page.
 
@@ -409,14 +409,17 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, 
   outputs.write_json(os.path.join(workdir, "summary.json"), summary)
   if results_doc and outputs.is_writer():
     fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures")
+    # Named after the page too: two pages beside each other keep their own figures.
+    stem = os.path.splitext(os.path.basename(results_doc))[0]
     figures = {}
     for s, cells in runs.items():
       seed = cells[0]["config"]["seed"] if cells else None
       src = os.path.join(workdir, s, f"seed{seed}", "relearning.png")
       if os.path.exists(src):
+        name = f"{stem}_relearning_{s}.png"
         with open(src, "rb") as f:
-          outputs.write_text(os.path.join(fig_dir, f"relearning_{s}.png"), f.read())
-        figures[s] = f"figures/relearning_{s}.png"
+          outputs.write_text(os.path.join(fig_dir, name), f.read())
+        figures[s] = f"figures/{name}"
     try:
       with open(results_doc) as f:
         old = f.read()

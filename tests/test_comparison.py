@@ -178,3 +178,22 @@ def test_the_setting_is_read_from_the_runs():
   assert "attackers sgd, adam" in text and "Seeds 0, 1." in text
   assert "summed wall time: 6 min" in text  # (60 + 120 + 180) s
   assert comparison.setting_paragraph({}) == ""
+
+
+def test_two_pages_keep_their_own_figures(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+
+  run = dict(_run([("Retrain", 10, 0, 10, 50, 0.0), ("IEU", 12, 2, 8, 60, 0.0)]),
+             config={"seed": 0}, memorization_gap=10.0, original={"train_accuracy": 99.0},
+             sizes={"train": 100, "relearn": 8},
+             rcd_protocol={"num_trajectories": 2, "batch_size": 4, "max_steps": 10,
+                           "optimizer": "sgd", "learning_rates": [0.1], "momentum": 0.0})
+  runs = {"class0": [run]}
+  for page, content in (("results", b"main"), ("results_clip", b"clip")):
+    workdir = tmp_path / page
+    os.makedirs(workdir / "class0" / "seed0")
+    (workdir / "class0" / "seed0" / "relearning.png").write_bytes(content)
+    comparison.write_report(runs, str(workdir), results_doc=str(tmp_path / f"{page}.md"))
+  for page, content in (("results", b"main"), ("results_clip", b"clip")):
+    assert (tmp_path / "figures" / f"{page}_relearning_class0.png").read_bytes() == content
+    assert f"(figures/{page}_relearning_class0.png)" in (tmp_path / f"{page}.md").read_text()
