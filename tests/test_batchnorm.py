@@ -224,3 +224,94 @@ def test_rcd_attacker_runs_in_train_mode_with_its_own_statistics(formulation):
     np.testing.assert_allclose(result.accuracy[k], accs, atol=1e-4)
     np.testing.assert_allclose(result.loss[k], losses, rtol=1e-4, atol=1e-5)
   assert result.accuracy.shape == (2, protocol.max_steps + 1)
+
+
+def _bn_problem():
+  from ieu_jax import data as data_lib
+  from ieu_jax import methods
+  init_fn, apply_fn = _tiny()
+  variables = init_fn(jax.random.key(9))
+  # An "original" whose statistics are not the initial ones.
+  tx = optax.adam(1e-2)
+  step = ieu_jax.make_train_step(apply_fn, tx)
+  opt = tx.init(variables.params)
+  x, y = _data(24, seed=4)
+  for _ in range(3):
+    variables, opt, _ = step(variables, opt, (x, y))
+  return methods.Problem(
+      apply_fn=apply_fn, init_fn=init_fn, original=variables,
+      forget=data_lib.Dataset(x[:8], y[:8], 3), retain=data_lib.Dataset(x[8:], y[8:], 3),
+      num_classes=3, train=dict(learning_rate=1e-2, epochs=1, batch_size=8))
+
+
+_ONE_EPOCH = {
+    "Retrain": {},
+    "FT": dict(epochs=1, learning_rate=0.01, batch_size=8),
+    "RL": dict(epochs=1, learning_rate=0.01, batch_size=8),
+    "l1-sparse": dict(epochs=1, learning_rate=0.01, alpha=1e-4, batch_size=8),
+    "SalUn": dict(epochs=1, learning_rate=0.01, batch_size=8),
+    "SCRUB": dict(epochs=1, msteps=1, learning_rate=0.01, batch_size=8),
+    "GA": dict(epochs=1, learning_rate=0.01, batch_size=8),
+    "IEU": dict(epochs=1, learning_rate=0.01, retain_scale=1.0, weight_decay=0.1,
+                noise_std=1e-3, batch_size=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ONE_EPOCH))
+def test_every_method_carries_the_statistics(name):
+  """Each method returns its variables whole, the statistics moved by its train-mode passes."""
+  from ieu_jax import methods
+  problem = _bn_problem()
+  method = methods.get(name)
+  out = method.unlearn(problem, methods.hparams(name, _ONE_EPOCH[name]), jax.random.key(0),
+                       name=name)
+  assert _state.is_stateful(out)
+  assert jax.tree.structure(out) == jax.tree.structure(problem.original)
+  assert bool(ieu_jax._steps.tree_is_finite(out))
+  before = problem.original.state["batch_stats"]["BatchNorm_0"]
+  after = out.state["batch_stats"]["BatchNorm_0"]
+  assert float(jnp.max(jnp.abs(after["mean"] - before["mean"]))) > 1e-6
+
+
+def test_scrub_student_in_train_mode_teacher_in_eval_mode():
+  """At student == teacher the max objective is -T^2 KL(eval || train), not 0."""
+  from ieu_jax.methods import scrub
+  problem = _bn_problem()
+  v = problem.original
+  x = problem.forget.x
+  value, new_state = scrub.max_objective(problem.apply_fn, 4.0)(
+      v, (x, problem.forget.y), None, v)
+  t = np.asarray(problem.apply_fn(v, x), np.float64) / 4.0  # eval mode
+  s = np.asarray(problem.apply_fn(v, x, train=True)[0], np.float64) / 4.0  # train mode
+  log_t = t - np.log(np.exp(t).sum(-1, keepdims=True))
+  log_s = s - np.log(np.exp(s).sum(-1, keepdims=True))
+  kl = np.mean(np.sum(np.exp(log_t) * (log_t - log_s), -1))
+  assert kl > 1e-4
+  np.testing.assert_allclose(float(value), -16.0 * kl, rtol=1e-4)
+  expected_state = problem.apply_fn(v, x, train=True)[1]
+  for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(expected_state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_salun_saliency_gradient_is_eval_mode_over_the_params():
+  from ieu_jax.methods import salun
+  problem = _bn_problem()
+  v = problem.original
+  x, y = problem.forget.x, problem.forget.y
+  got = salun.forget_gradient(problem.apply_fn, v, x, y, batch_size=3)  # 3 chunks, padded
+  full = jax.grad(lambda p: ieu_jax.softmax_cross_entropy(
+      problem.apply_fn(_state.Variables(p, v.state), x), y))(v.params)
+  assert jax.tree.structure(got) == jax.tree.structure(v.params)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(full)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_l1_penalty_is_over_the_params_only():
+  from ieu_jax.methods import l1_sparse
+  problem = _bn_problem()
+  v = problem.original
+  batch = (problem.retain.x, problem.retain.y)
+  value, _ = l1_sparse.loss(problem.apply_fn, v, batch, 0.5)
+  ce = ieu_jax.softmax_cross_entropy(problem.apply_fn(v, batch[0], train=True)[0], batch[1])
+  l1 = sum(np.abs(np.asarray(a, np.float64)).sum() for a in jax.tree.leaves(v.params))
+  np.testing.assert_allclose(float(value), float(ce) + 0.5 * l1, rtol=1e-5)

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
@@ -94,14 +95,17 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
 def max_objective(apply_fn: ApplyFn, temperature: float):
   """``objective(params, batch, key, teacher) = -distill_kl`` over the (forget) batch.
 
-  Descending on it makes the student's divergence from the teacher grow.
+  Descending on it makes the student's divergence from the teacher grow. The
+  student runs in train mode, the teacher in eval mode (a stateful student's
+  objective returns ``(value, new_state)``), as the reference implementation runs them.
   """
 
   def objective(params, batch, key, teacher):
     del key
     inputs, _ = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    return -distill_kl(apply_fn(params, inputs), t_logits, temperature)
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))  # eval mode
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(-distill_kl(logits, t_logits, temperature), state)
 
   return objective
 
@@ -121,11 +125,11 @@ def min_objective(apply_fn: ApplyFn, temperature: float, gamma: float, alpha: fl
   def objective(params, batch, key, teacher):
     del key
     inputs, labels = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    logits = apply_fn(params, inputs)
-    return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))  # eval mode
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
         logits, t_logits, temperature
-    )
+    ), state)
 
   return objective
 
@@ -167,7 +171,7 @@ def unlearn(problem: base.Problem, hparams: SCRUBHParams, key: jax.Array, *,
       "min": ((problem.retain.x, problem.retain.y), batch_size),
   }
   teacher = problem.original
-  params, opt_state = teacher, tx.init(teacher)
+  params, opt_state = teacher, tx.init(_state.trainable(teacher))
   max_key, min_key = jax.random.split(key)
   keys = {"max": max_key, "min": min_key}
   for epoch, kinds in enumerate(passes(epochs, msteps)):
