@@ -21,14 +21,13 @@ pass over the retain loader, one optimizer for both). The reference's later
 ``scrub.py`` helper loops over 0-based epochs with the same ``epoch <= msteps``,
 i.e. one max pass more; we follow the loop its experiments ran.
 
-The first max pass is inert here. At the start the student equals the teacher, so
-the divergence and its gradient are 0 (up to float rounding). In the reference
-the student runs in train mode (BatchNorm with batch statistics, dropout) and the
-teacher in eval mode (running statistics), so their outputs differ from the first
-step and the max pass has a signal there. Our models have no running statistics
-and no dropout (GroupNorm or no normalisation): student and teacher are the same
-function, and the max pass has no signal until weight decay or the min pass has
-moved the student. Its first steps move the weights by the coupled weight decay
+As in the reference, the student runs in train mode and the teacher in eval mode
+(:mod:`ieu_jax._state`). With BatchNorm (``norm='batch'``) their outputs differ from
+the first step (batch statistics against running ones), and the first max pass has
+a signal at once. Without it (GroupNorm or no normalisation; our models have no
+dropout) the first max pass is inert: at the start the student equals the teacher,
+so the divergence and its gradient are 0 (up to float rounding), and the max pass
+has no signal until weight decay or the min pass has moved the student. Its first steps move the weights by the coupled weight decay
 alone: ``benchmarks/scrub_first_max_pass.py`` measures it on the small CNN, and
 ``tests/test_benchmark_scrub.py`` checks that the change equals the decay's closed
 form. From the second epoch on (``msteps >= 2``) the max pass starts from a
