@@ -315,3 +315,26 @@ def test_l1_penalty_is_over_the_params_only():
   ce = ieu_jax.softmax_cross_entropy(problem.apply_fn(v, batch[0], train=True)[0], batch[1])
   l1 = sum(np.abs(np.asarray(a, np.float64)).sum() for a in jax.tree.leaves(v.params))
   np.testing.assert_allclose(float(value), float(ce) + 0.5 * l1, rtol=1e-5)
+
+
+def test_config_norm_is_checked_and_its_default_enters_no_fingerprint():
+  from experiments.configs import fashion_mnist
+  from ieu_jax import pipeline
+  from ieu_jax import sections
+  config = fashion_mnist.get_config("small")
+  assert config.model.norm is None
+  sections.check_model(config.model)
+  key = lambda c: pipeline.fingerprint(c, "original", ("model",))
+  without = config.copy_and_resolve_references()
+  del without.model["norm"]
+  base = key(without)
+  assert key(config) == base  # None: the model's default
+  for norm, same in (("none", True), ("group", False), ("batch", False)):
+    c = config.copy_and_resolve_references()
+    c.model.norm = norm
+    sections.check_model(c.model)
+    assert (key(c) == base) is same, norm
+  c = config.copy_and_resolve_references()
+  c.model.norm = "layer"
+  with pytest.raises(ValueError, match="norm='layer'"):
+    sections.check_model(c.model)
