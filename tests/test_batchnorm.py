@@ -185,7 +185,7 @@ def test_checkpoint_saves_and_restores_the_statistics(tmp_path):
   assert float(jnp.abs(restored.state["batch_stats"]["BatchNorm_0"]["mean"]).sum()) > 0
 
 
-@pytest.mark.parametrize("formulation", ["sequential", "map_scan"])
+@pytest.mark.parametrize("formulation", ["sequential", "vmap_loop", "map_scan", "vmap_scan"])
 def test_rcd_attacker_runs_in_train_mode_with_its_own_statistics(formulation):
   """One trajectory against a plain loop: train-mode SGD steps, eval-mode evaluations."""
   init_fn, apply_fn = _tiny()
@@ -289,6 +289,15 @@ def test_scrub_student_in_train_mode_teacher_in_eval_mode():
   assert kl > 1e-4
   np.testing.assert_allclose(float(value), -16.0 * kl, rtol=1e-4)
   expected_state = problem.apply_fn(v, x, train=True)[1]
+  for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(expected_state)):
+    np.testing.assert_array_equal(a, b)
+  # The min pass: gamma * CE + alpha * KL, the student in train mode, its new state.
+  y = np.asarray(problem.forget.y)
+  value, new_state = scrub.min_objective(problem.apply_fn, 4.0, 0.5, 2.0)(
+      v, (x, problem.forget.y), None, v)
+  s_raw = s * 4.0
+  ce = np.mean(np.log(np.exp(s_raw).sum(-1)) - s_raw[np.arange(len(y)), y])
+  np.testing.assert_allclose(float(value), 0.5 * ce + 2.0 * 16.0 * kl, rtol=1e-4)
   for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(expected_state)):
     np.testing.assert_array_equal(a, b)
 
