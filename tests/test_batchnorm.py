@@ -347,3 +347,26 @@ def test_config_norm_is_checked_and_its_default_enters_no_fingerprint():
   c.model.norm = "layer"
   with pytest.raises(ValueError, match="norm='layer'"):
     sections.check_model(c.model)
+
+
+def test_rl_and_ga_objectives_run_in_train_mode():
+  """Their value from train-mode logits and the train-mode state, recomputed apart."""
+  from ieu_jax.methods import ga, rl
+  problem = _bn_problem()
+  v = problem.original
+  x, y = problem.forget.x, problem.forget.y
+  logits, expected_state = problem.apply_fn(v, x, train=True)
+  z = np.asarray(logits, np.float64)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  key = jax.random.key(11)
+  labels = np.asarray(rl.random_labels(key, y, 3))
+  checks = {
+      "RL": (rl.relabel_objective(problem.apply_fn, 3)(v, (x, y), key),
+             -np.mean(log_p[np.arange(len(labels)), labels])),
+      "GA": (ga.ascent_objective(problem.apply_fn)(v, (x, y), key),
+             np.mean(log_p[np.arange(len(y)), np.asarray(y)])),
+  }
+  for name, ((value, state), expected) in checks.items():
+    np.testing.assert_allclose(float(value), expected, rtol=1e-4, err_msg=name)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected_state)):
+      np.testing.assert_array_equal(a, b, err_msg=name)
