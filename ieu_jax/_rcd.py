@@ -387,9 +387,13 @@ def relearn(
   """Runs ``protocol.total_trajectories`` relearning trajectories from ``params``.
 
   Args:
-    params: the weights to relearn from.
-    apply_fn: ``apply_fn(params, x) -> logits`` of a classifier; None when
-      ``objective`` and ``evaluation`` are given.
+    params: the weights to relearn from; a stateful model's
+      :class:`ieu_jax._state.Variables`, whose statistics every trajectory
+      starts from and carries on its own (train-mode steps, eval-mode
+      evaluations; the weight distance is over the params).
+    apply_fn: ``apply_fn(params, x) -> logits`` of a classifier (with
+      ``train=True`` for a stateful one); None when ``objective`` and
+      ``evaluation`` are given.
     relearn_data: ``(x, y)`` the attacker trains on (the forget set or ``m``
       examples of it); a step's batch is ``(x[idx], y[idx])``.
     protocol: the :class:`RelearnProtocol`.

@@ -1,8 +1,9 @@
 """The relearning engine behind :func:`ieu_jax.relearn`: formulations and the chunked driver.
 
 A relearning *task* is two pure functions: ``objective(params, batch, key) ->
-scalar`` (for a stateful model's :class:`ieu_jax._state.Variables`, ``(scalar,
-new_state)`` in train mode, each trajectory carrying its own statistics), the attacker's loss on a batch ``(x[idx], y[idx])`` of its data, and
+scalar``, the attacker's loss on a batch ``(x[idx], y[idx])`` of its data (for a
+stateful model's :class:`ieu_jax._state.Variables`, ``(scalar, new_state)`` in
+train mode, each trajectory carrying its own statistics), and
 ``evaluation(params, eval_data) -> (score, loss)``, what the criterion tests (a
 classifier's accuracy in percent and loss on the evaluation set; a generator's
 classifier-judged rate). The engine runs ``K`` trajectories of the attacker's

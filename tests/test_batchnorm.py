@@ -370,3 +370,22 @@ def test_rl_and_ga_objectives_run_in_train_mode():
     np.testing.assert_allclose(float(value), expected, rtol=1e-4, err_msg=name)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected_state)):
       np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_resnet18_batchnorm_train_step_updates_the_stem_statistics():
+  init_fn, apply_fn = models.build_model("resnet18", 3, (8, 8, 3), width=4, norm="batch")
+  variables = init_fn(jax.random.key(12))
+  x = jax.random.normal(jax.random.key(13), (6, 8, 8, 3))
+  y = jnp.arange(6) % 3
+  tx = optax.sgd(0.1)
+  new, _, _ = ieu_jax.make_train_step(apply_fn, tx)(variables, tx.init(variables.params), (x, y))
+  z = _conv_same_3x3(x, variables.params["Conv_0"]["kernel"])
+  got = new.state["batch_stats"]["BatchNorm_0"]
+  np.testing.assert_allclose(got["mean"], 0.1 * z.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["var"], 0.9 + 0.1 * z.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+  # Every BN's statistics moved (each block's too), and only the statistics are state.
+  for path, leaf in jax.tree_util.tree_leaves_with_path(new.state):
+    old = variables.state
+    for k in path:
+      old = old[k.key]
+    assert float(jnp.max(jnp.abs(leaf - old))) > 0, path
