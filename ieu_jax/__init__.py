@@ -38,6 +38,7 @@ from ieu_jax._rcd import RelearnProtocol
 from ieu_jax._rcd import RelearnResult
 from ieu_jax._rcd import trajectory_batch_indices
 from ieu_jax._rcd import trajectory_mesh
+from ieu_jax._state import Variables
 from ieu_jax._steps import make_train_step
 from ieu_jax._steps import make_unlearn_step
 from ieu_jax._steps import softmax_cross_entropy
@@ -77,6 +78,7 @@ __all__ = [
     "ResNet18",
     "SmallCNN",
     "StepMetrics",
+    "Variables",
     "WeightNoiseState",
     "accuracy",
     "add_weight_noise",

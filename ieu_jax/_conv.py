@@ -108,10 +108,13 @@ class Conv(nn.Module):
 
   features: int
   kernel_size: Sequence[int] = (3, 3)
+  use_bias: bool = True  # False before a normalisation, as nn.Conv(use_bias=False)
 
   @nn.compact
   def __call__(self, x):
     shape = (*self.kernel_size, x.shape[-1], self.features)
     kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+    if not self.use_bias:
+      return conv(x, kernel)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return conv(x, kernel) + bias

@@ -73,6 +73,7 @@ import optax
 from jax.sharding import Mesh
 
 from ieu_jax import _rcd_engine as engine
+from ieu_jax import _state
 from ieu_jax._canonical_conv import canonicalize_convs
 from ieu_jax._rcd_engine import FORMULATIONS, SHARDED_FORMULATIONS, TRAJECTORY_AXIS
 from ieu_jax._rcd_engine import trajectory_mesh
@@ -327,11 +328,15 @@ def classifier_task(apply_fn: ApplyFn, loss=softmax_cross_entropy):
 
   ``objective(params, (x, y), key)`` is ``loss(apply_fn(params, x), y)`` (the key
   is unused); ``evaluation(params, (x, y))`` is the accuracy in percent and the
-  loss on the evaluation set.
+  loss on the evaluation set. For a stateful model's variables the objective runs
+  in train mode and returns ``(loss, new_state)``; the evaluation runs in eval mode.
   """
 
   def objective(params, batch, key):
     del key
+    if _state.is_stateful(params):  # the attacker fine-tunes in train mode
+      logits, state = apply_fn(params, batch[0], train=True)
+      return loss(logits, batch[1]), state
     return loss(apply_fn(params, batch[0]), batch[1])
 
   def evaluation(params, eval_data):
@@ -386,9 +391,13 @@ def relearn(
   """Runs ``protocol.total_trajectories`` relearning trajectories from ``params``.
 
   Args:
-    params: the weights to relearn from.
-    apply_fn: ``apply_fn(params, x) -> logits`` of a classifier; None when
-      ``objective`` and ``evaluation`` are given.
+    params: the weights to relearn from; a stateful model's
+      :class:`ieu_jax._state.Variables`, whose statistics every trajectory
+      starts from and carries on its own (train-mode steps, eval-mode
+      evaluations; the weight distance is over the params).
+    apply_fn: ``apply_fn(params, x) -> logits`` of a classifier (with
+      ``train=True`` for a stateful one); None when ``objective`` and
+      ``evaluation`` are given.
     relearn_data: ``(x, y)`` the attacker trains on (the forget set or ``m``
       examples of it); a step's batch is ``(x[idx], y[idx])``.
     protocol: the :class:`RelearnProtocol`.
@@ -473,8 +482,13 @@ def relearn(
             f"{what} must be non-empty with matching lengths; got"
             f" {d[0].shape[0]} inputs, {d[1].shape[0]} labels."
         )
-    objective, evaluation = classifier_task(
-        _canonical(apply_fn) if canonical_convs else apply_fn, loss)
+    if _state.is_stateful(params):  # train mode takes a keyword: canonicalise the task
+      objective, evaluation = classifier_task(apply_fn, loss)
+      if canonical_convs:
+        objective, evaluation = _canonical(objective), _canonical(evaluation)
+    else:
+      objective, evaluation = classifier_task(
+          _canonical(apply_fn) if canonical_convs else apply_fn, loss)
   elif canonical_convs:
     objective, evaluation = _canonical(objective), _canonical(evaluation)
   if (guard_data is None) != (protocol.guard_drop is None):

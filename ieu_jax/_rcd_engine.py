@@ -1,7 +1,9 @@
 """The relearning engine behind :func:`ieu_jax.relearn`: formulations and the chunked driver.
 
 A relearning *task* is two pure functions: ``objective(params, batch, key) ->
-scalar``, the attacker's loss on a batch ``(x[idx], y[idx])`` of its data, and
+scalar``, the attacker's loss on a batch ``(x[idx], y[idx])`` of its data (for a
+stateful model's :class:`ieu_jax._state.Variables`, ``(scalar, new_state)`` in
+train mode, each trajectory carrying its own statistics), and
 ``evaluation(params, eval_data) -> (score, loss)``, what the criterion tests (a
 classifier's accuracy in percent and loss on the evaluation set; a generator's
 classifier-judged rate). The engine runs ``K`` trajectories of the attacker's
@@ -25,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ieu_jax import _state
 
 __all__ = ["AttackData", "FORMULATIONS", "SHARDED_FORMULATIONS", "STARTS", "TRAJECTORY_AXIS",
            "Program", "Runner", "criterion_met", "hits", "run", "trajectory_mesh"]
@@ -98,7 +102,7 @@ class Program:
     if self.data.reference is None:
       dist = jnp.array(jnp.nan, jnp.float32)
     else:
-      dist = _tree_distance(params, self.data.reference)
+      dist = _tree_distance(_state.trainable(params), _state.trainable(self.data.reference))
     score = jnp.asarray(score, jnp.float32)
     value = jnp.asarray(value, jnp.float32)
     nan = jnp.array(jnp.nan, jnp.float32)
@@ -114,15 +118,21 @@ class Program:
     return jnp.stack([score, value, dist.astype(jnp.float32), guard])
 
   def init(self, params, traj: Trajectories):
-    return params, self.protocol.make_optimizer(traj.lr).init(params)
+    return params, self.protocol.make_optimizer(traj.lr).init(_state.trainable(params))
 
   def step(self, carry, traj: Trajectories, idx, t):
-    params, opt_state = carry
+    # A stateful model's variables carry this trajectory's own statistics: the
+    # objective runs in train mode and returns them updated.
+    variables, opt_state = carry
     key = jax.random.fold_in(jax.random.wrap_key_data(traj.key), t + 1)
     batch = (self.data.x[idx], self.data.y[idx])
-    grads = jax.grad(self.objective)(params, batch, key)
+    params, state = _state.split(variables)
+    if state is None:
+      grads = jax.grad(self.objective)(params, batch, key)
+    else:
+      _, grads, state = _state.value_and_grad(self.objective)(variables, batch, key)
     updates, opt_state = self.protocol.make_optimizer(traj.lr).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    return _state.merge(optax.apply_updates(params, updates), state), opt_state
 
   def block(self, carry, traj, idx_block, t0):
     """The steps of ``idx_block`` ``(steps, batch)`` from step ``t0``, then an evaluation."""

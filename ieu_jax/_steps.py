@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ieu_jax import _state
+
 __all__ = [
     "ApplyFn",
     "Batch",
@@ -58,12 +60,17 @@ def classifier_objective(apply_fn: ApplyFn, loss: LossFn = softmax_cross_entropy
 
   The supervised objective of a classifier, in the form the step builders take
   (:func:`make_unlearn_step`, :func:`ieu_jax.training.descent_on`); the key and
-  any further arguments are accepted and unused.
+  any further arguments are accepted and unused. For a stateful model's
+  :class:`ieu_jax._state.Variables` it runs in train mode and returns ``(loss,
+  new_state)``.
   """
 
   def objective(params, batch: Batch, key=None, *aux):
     del key, aux
     inputs, labels = batch
+    if _state.is_stateful(params):  # train mode: (loss, new_state)
+      logits, state = apply_fn(params, inputs, train=True)
+      return loss(logits, labels), state
     return loss(apply_fn(params, inputs), labels)
 
   return objective
@@ -95,6 +102,9 @@ def make_train_step(
 
   Ordinary descent on ``loss``: training the original and retrained models, and
   the descent-based baselines. ``metrics.retain_loss`` holds the batch loss.
+  For a stateful model, ``params`` are its :class:`ieu_jax._state.Variables`, the
+  forward pass runs in train mode, ``opt_state`` is ``tx.init(variables.params)``
+  and the step returns the new params beside the new statistics.
 
   Raises:
     TypeError: when ``tx`` is not a gradient transformation.
@@ -102,12 +112,15 @@ def make_train_step(
   _check_tx(tx)
   batch_loss = classifier_objective(apply_fn, loss)
 
-  def step(params, opt_state, batch: Batch):
-    value, grads = jax.value_and_grad(batch_loss)(params, batch)
+  value_and_grad = _state.value_and_grad(batch_loss)
+
+  def step(variables, opt_state, batch: Batch):
+    value, grads, state = value_and_grad(variables, batch)
+    params = _state.trainable(variables)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     finite = tree_is_finite(params) & jnp.isfinite(value)
-    return params, opt_state, StepMetrics(jnp.nan, value, finite)
+    return _state.merge(params, state), opt_state, StepMetrics(jnp.nan, value, finite)
 
   return jax.jit(step) if jit else step
 
@@ -154,6 +167,11 @@ def make_unlearn_step(
     max_grad_norm: None (no clipping) or the bound on each gradient's global norm.
     jit: return the jitted step (the default) or the plain function.
 
+  For a stateful model, ``params`` are its :class:`ieu_jax._state.Variables`: both
+  forward passes run in train mode, the retain pass from the statistics the forget
+  pass left; ``tx`` (``opt_state = tx.init(variables.params)``) sees the params
+  only, and the step returns them beside the new statistics.
+
   Returns:
     ``step(params, opt_state, forget_batch, retain_batch=None, keys=None)``
     returning ``(params, opt_state, StepMetrics)``.
@@ -181,20 +199,25 @@ def make_unlearn_step(
   clip = (lambda g: g) if max_grad_norm is None else (lambda g: clip_by_norm(g, max_grad_norm))
   tx = optax.with_extra_args_support(tx)
 
-  def step(params, opt_state, forget_batch: Batch, retain_batch: Batch | None = None,
+  forget_value_and_grad = _state.value_and_grad(objective)
+  retain_value_and_grad = _state.value_and_grad(retain_objective)
+
+  def step(variables, opt_state, forget_batch: Batch, retain_batch: Batch | None = None,
            keys: tuple[Any, Any] | None = None):
     forget_key, retain_key = (None, None) if keys is None else keys
-    forget_loss, forget_grads = jax.value_and_grad(objective)(params, forget_batch, forget_key)
+    params = _state.trainable(variables)
+    # Train mode: the retain pass starts from the statistics the forget pass left.
+    forget_loss, forget_grads, state = forget_value_and_grad(variables, forget_batch, forget_key)
     if retain_batch is None:
       retain_loss, extra = jnp.nan, {}
     else:
-      retain_loss, retain_grads = jax.value_and_grad(retain_objective)(
-          params, retain_batch, retain_key
+      retain_loss, retain_grads, state = retain_value_and_grad(
+          _state.merge(params, state), retain_batch, retain_key
       )
       extra = {"retain_grads": clip(retain_grads)}
     updates, opt_state = tx.update(clip(forget_grads), opt_state, params, **extra)
     params = optax.apply_updates(params, updates)
     finite = tree_is_finite(params) & jnp.isfinite(forget_loss)
-    return params, opt_state, StepMetrics(forget_loss, retain_loss, finite)
+    return _state.merge(params, state), opt_state, StepMetrics(forget_loss, retain_loss, finite)
 
   return jax.jit(step) if jit else step

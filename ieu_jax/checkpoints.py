@@ -23,6 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ieu_jax import _state
+
 __all__ = ["CorruptCheckpointError", "checksum", "exists", "restore_params", "save_params"]
 
 
@@ -106,8 +108,25 @@ def _is_file_error(error: Exception) -> bool:
   return isinstance(_unwrapped(error), (OSError, ValueError, KeyError))
 
 
+def _to_saved(tree: Any) -> Any:
+  """What orbax writes: a stateful model's variables as ``{"params", "state"}``
+  (a plain dict, in the same leaf order), a stateless model's params as they are."""
+  if isinstance(tree, _state.Variables):
+    return {"params": tree.params, "state": tree.state}
+  return tree
+
+
+def _from_saved(tree: Any, like: Any) -> Any:
+  if isinstance(like, _state.Variables):
+    return _state.Variables(tree["params"], tree["state"])
+  return tree
+
+
 def save_params(path: str | os.PathLike, params: Any) -> None:
   """Saves ``params`` to the directory ``path`` (absolute or relative).
+
+  A stateful model's :class:`ieu_jax._state.Variables` are saved whole, params
+  and statistics (as ``{"params": ..., "state": ...}``).
 
   The calling process saves alone (no barrier with other processes under
   ``jax.distributed``): call it from process 0 (:func:`ieu_jax.outputs.is_writer`),
@@ -123,7 +142,7 @@ def save_params(path: str | os.PathLike, params: Any) -> None:
       primary_host=jax.process_index(), active_processes={jax.process_index()})
   try:
     with _quiet(), _checkpointer(alone) as ckpt:
-      ckpt.save(path, args=ocp.args.StandardSave(params), force=True)
+      ckpt.save(path, args=ocp.args.StandardSave(_to_saved(params)), force=True)
   except Exception as e:  # pylint: disable=broad-except  (narrowed by _is_file_error)
     if not _is_file_error(e):
       raise
@@ -147,10 +166,10 @@ def restore_params(path: str | os.PathLike, like: Any, expected_checksum: str | 
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no checkpoint at {path}.")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saved(like))
   try:
     with _quiet(), _checkpointer(ocp.options.MultiprocessingOptions()) as ckpt:
-      params = ckpt.restore(path, args=ocp.args.StandardRestore(abstract))
+      params = _from_saved(ckpt.restore(path, args=ocp.args.StandardRestore(abstract)), like)
   except Exception as e:  # pylint: disable=broad-except  (narrowed by _is_file_error)
     if not _is_file_error(e):
       raise

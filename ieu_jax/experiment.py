@@ -254,7 +254,8 @@ def data_and_model(config: ml_collections.ConfigDict):
                len(fs.train), len(fs.forget), len(fs.retain), len(splits.val),
                len(splits.test), splits.train.num_classes)
   model_kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in config.model.to_dict().items() if k != "name"}
+                  for k, v in config.model.to_dict().items()
+                  if k != "name" and not (k == "norm" and v is None)}
   init_fn, apply_fn = models.build_model(
       config.model.name, splits.train.num_classes, fs.train.x.shape[1:], **model_kwargs
   )

@@ -1,10 +1,13 @@
 """Flax models: a small CNN (the CPU default) and ResNet-18 in its CIFAR form.
 
-Every model is used through ``apply_fn(params, x) -> logits`` (see
-:func:`build_model`): the unlearning code never sees Flax collections. ResNet-18
-therefore normalises with GroupNorm rather than BatchNorm, so that a forward pass
-is a pure function of the parameters (no running statistics to carry through
-unlearning and relearning); this is a documented deviation from the paper's model.
+Every model is used through ``apply_fn(variables, x) -> logits`` (see
+:func:`build_model`): the unlearning code never sees Flax collections. A model's
+normalisation is its ``norm`` field: ``"none"``, ``"group"`` (GroupNorm) or
+``"batch"`` (BatchNorm). With ``"none"`` or ``"group"`` the variables are the params
+and a forward pass is a pure function of them; with ``"batch"`` they are an
+:class:`ieu_jax._state.Variables` pair ``(params, {"batch_stats": ...})`` and
+``apply_fn(variables, x, train=True)`` runs in train mode (``docs/design.md``,
+"Models").
 """
 
 from __future__ import annotations
@@ -16,8 +19,28 @@ import jax.numpy as jnp
 
 from ieu_jax._conv import Conv
 from ieu_jax._pooling import max_pool
+from ieu_jax._state import Variables
 
-__all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS"]
+__all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS", "NORMS"]
+
+NORMS = ("none", "group", "batch")
+
+
+def _norm(kind: str, features: int, train: bool) -> Callable:
+  """The normalisation layer of ``kind`` for ``features`` channels.
+
+  BatchNorm is flax's with PyTorch's defaults (``momentum=0.9`` here is PyTorch's
+  0.1; ``epsilon=1e-5``); it normalises with the batch's statistics in train mode
+  and with the running ones in eval mode. Flax's running variance is the batch's
+  biased variance, PyTorch's the unbiased one.
+  """
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+  if kind == "group":
+    return nn.GroupNorm(num_groups=min(32, features))
+  if kind == "none":
+    return lambda x: x
+  raise ValueError(f"norm={kind!r} is unknown: choose one of {NORMS}.")
 
 
 class SmallCNN(nn.Module):
@@ -32,11 +55,15 @@ class SmallCNN(nn.Module):
   num_classes: int
   features: Sequence[int] = (32, 64)
   hidden: int = 128
+  norm: str = "none"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     for f in self.features:
-      x = nn.relu(Conv(f, (3, 3))(x))
+      if self.norm == "none":
+        x = nn.relu(Conv(f, (3, 3))(x))
+      else:  # no conv bias before a normalisation (its shift has one)
+        x = nn.relu(_norm(self.norm, f, train)(Conv(f, (3, 3), use_bias=False)(x)))
       x = max_pool(x, (2, 2))
     x = x.reshape(x.shape[:-3] + (-1,))
     x = nn.relu(nn.Dense(self.hidden)(x))
@@ -50,7 +77,8 @@ class MLP(nn.Module):
   hidden: Sequence[int] = (64,)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    del train
     x = x.reshape(x.shape[:-3] + (-1,))
     for h in self.hidden:
       x = nn.relu(nn.Dense(h)(x))
@@ -60,10 +88,11 @@ class MLP(nn.Module):
 class _BasicBlock(nn.Module):
   features: int
   strides: int = 1
+  norm: str = "group"
 
   @nn.compact
-  def __call__(self, x):
-    norm = lambda: nn.GroupNorm(num_groups=min(32, self.features))
+  def __call__(self, x, train: bool = False):
+    norm = lambda: _norm(self.norm, self.features, train)
     y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False)(x)
     y = nn.relu(norm()(y))
     y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
@@ -79,15 +108,16 @@ class ResNet18(nn.Module):
 
   num_classes: int
   width: int = 64
+  norm: str = "group"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
-    x = nn.relu(nn.GroupNorm(num_groups=min(32, self.width))(x))
+    x = nn.relu(_norm(self.norm, self.width, train)(x))
     for stage, blocks in enumerate((2, 2, 2, 2)):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = _BasicBlock(self.width * 2**stage, strides)(x)
+        x = _BasicBlock(self.width * 2**stage, strides, self.norm)(x, train)
     x = jnp.mean(x, axis=(-3, -2))
     return nn.Dense(self.num_classes)(x)
 
@@ -100,8 +130,13 @@ def build_model(
 ) -> tuple[Callable, Callable]:
   """Returns ``(init_fn, apply_fn)`` for a model of :data:`MODELS`.
 
-  ``init_fn(key) -> params`` initialises for inputs of ``input_shape`` (one
-  example, e.g. ``(28, 28, 1)``); ``apply_fn(params, x) -> logits``.
+  ``init_fn(key) -> variables`` initialises for inputs of ``input_shape`` (one
+  example, e.g. ``(28, 28, 1)``). A model without state (no BatchNorm) has its
+  params as variables, and ``apply_fn(params, x) -> logits``. A model with
+  BatchNorm has ``Variables(params, {"batch_stats": ...})``:
+  ``apply_fn(variables, x) -> logits`` in eval mode (the running statistics),
+  ``apply_fn(variables, x, train=True) -> (logits, new_state)`` in train mode
+  (the batch's statistics, and the running ones updated from them).
 
   Raises:
     ValueError: for an unknown model name.
@@ -111,9 +146,17 @@ def build_model(
   module = MODELS[name](num_classes=num_classes, **kwargs)
 
   def init_fn(key):
-    return module.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+    variables = dict(module.init(key, jnp.zeros((1, *input_shape), jnp.float32)))
+    params = variables.pop("params")
+    return Variables(params, variables) if variables else params
 
-  def apply_fn(params, x):
-    return module.apply({"params": params}, x)
+  def apply_fn(variables, x, train=False):
+    if not isinstance(variables, Variables):
+      return module.apply({"params": variables}, x)
+    full = {"params": variables.params, **variables.state}
+    if train:
+      logits, state = module.apply(full, x, train=True, mutable=list(variables.state))
+      return logits, dict(state)
+    return module.apply(full, x)
 
   return init_fn, apply_fn

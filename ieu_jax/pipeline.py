@@ -35,6 +35,7 @@ from absl import logging
 
 from ieu_jax import _rcd
 from ieu_jax import checkpoints
+from ieu_jax import models
 from ieu_jax import outputs
 from ieu_jax._workdir import check_writable
 from ieu_jax._workdir import LOCK_NAME
@@ -73,6 +74,19 @@ def _plain(value: Any) -> Any:
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 
+def _section(config: ml_collections.ConfigDict, part: str) -> Any:
+  """A config section as fingerprinted: ``model.norm`` None (the model's default)
+  or equal to its model's default normalisation is left out, so the key's arrival
+  kept every cached model and row (they were made with that normalisation)."""
+  value = _plain(config[part])
+  if part == "model" and isinstance(value, dict) and "norm" in value:
+    module = models.MODELS.get(value.get("name"))
+    if value["norm"] is None or (
+        module is not None and value["norm"] == getattr(module, "norm", None)):
+      value = {k: v for k, v in value.items() if k != "norm"}
+  return value
+
+
 def fingerprint(config: ml_collections.ConfigDict, what: str, parts: Sequence[str],
                 extra: Mapping[str, Any] | None = None) -> str:
   """12 hex digits of the config sections ``parts``, the seed, ``what`` and ``extra``.
@@ -80,7 +94,7 @@ def fingerprint(config: ml_collections.ConfigDict, what: str, parts: Sequence[st
   A cached model (or row) is reused only when everything that made it is the same:
   a changed section trains anew instead of silently reusing a stale result.
   """
-  blob = {p: _plain(config[p]) for p in parts}
+  blob = {p: _section(config, p) for p in parts}
   blob.update(seed=config.seed, what=what)
   if extra is not None:
     blob["extra"] = extra

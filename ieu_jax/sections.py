@@ -177,7 +177,8 @@ CLASSIFIER_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": Tr
 
 
 def check_model(model: ml_collections.ConfigDict) -> None:
-  """``config.model``: a known model, and keys that are its fields, positive integers."""
+  """``config.model``: a known model, and keys that are its fields: ``norm`` None (the
+  model's default) or one of :data:`ieu_jax.models.NORMS`, the others positive integers."""
   name = model.get("name")
   if name not in models.MODELS:
     raise ValueError(f"config.model: name={name!r} is unknown; choose one of"
@@ -186,11 +187,15 @@ def check_model(model: ml_collections.ConfigDict) -> None:
   valid = sorted(f.name for f in dataclasses.fields(module)
                  if f.name not in ("num_classes", "parent", "name"))
   for key, value in model.to_dict().items():
-    if key == "name":
+    if key == "name" or (key == "norm" and value is None):  # None: the model's default
       continue
     if key not in valid:
       raise ValueError(f"config.model: unknown key {key!r} for model {name!r}; valid keys"
                        f" are {valid}.")
+    if key == "norm":
+      if value not in models.NORMS:
+        raise ValueError(f"config.model: norm={value!r} must be one of {models.NORMS}.")
+      continue
     values = value if isinstance(value, (list, tuple)) else (value,)
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                              for v in values):

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from ieu_jax import _state
 from ieu_jax._steps import ApplyFn, LossFn, Objective, classifier_objective
 from ieu_jax._steps import softmax_cross_entropy, tree_is_finite
 
@@ -109,13 +110,18 @@ def descent_on(objective: Objective, tx: optax.GradientTransformation):
 
   Returns:
     ``loss_and_update(params, opt_state, batch, key, *aux) -> (params, opt_state,
-    loss)``, the loss being the objective's value before the step.
+    loss)``, the loss being the objective's value before the step. For a stateful
+    model ``params`` are its variables, the objective returns ``(loss,
+    new_state)`` (train mode) and ``tx`` sees the params only.
   """
 
-  def fn(params, opt_state, batch, key, *aux):
-    value, grads = jax.value_and_grad(objective)(params, batch, key, *aux)
+  value_and_grad = _state.value_and_grad(objective)
+
+  def fn(variables, opt_state, batch, key, *aux):
+    value, grads, state = value_and_grad(variables, batch, key, *aux)
+    params = _state.trainable(variables)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return _state.merge(optax.apply_updates(params, updates), state), opt_state, value
 
   return fn
 

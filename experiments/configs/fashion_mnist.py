@@ -43,6 +43,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.name = "cnn"
   c.model.features = (16, 32)
   c.model.hidden = 128
+  # 'none' | 'group' | 'batch' (BatchNorm: train mode in every training, unlearning
+  # and relearning step, eval mode in every evaluation; docs/design.md, "Models").
+  # None: the model's own default ('none' for the small CNN, 'group' for ResNet-18);
+  # None or the default enters no fingerprint.
+  c.model.norm = config_dict.placeholder(str)
 
   # The original model's recipe; Retrain uses the same on the retain set.
   c.train = ml_collections.ConfigDict()

@@ -1,6 +1,7 @@
 """The method interface: what every unlearning method receives and returns.
 
-A method is a function ``unlearn(problem, hparams, key, *, name) -> params``:
+A method is a function ``unlearn(problem, hparams, key, *, name) -> params``
+(a stateful model's variables, statistics included; ``docs/design.md``, "Models"):
 pure in the sense that everything it uses arrives in its arguments, and
 everything random comes from ``key``. ``hparams`` is an instance of the method's
 own frozen dataclass of hyperparameters (a subclass of
@@ -30,9 +31,13 @@ class Problem:
   """Everything a method may use.
 
   Attributes:
-    apply_fn: ``apply_fn(params, x) -> logits``.
-    init_fn: ``init_fn(key) -> params``, a fresh initialisation (for Retrain).
-    original: the original model's params (trained on forget + retain).
+    apply_fn: ``apply_fn(variables, x) -> logits`` (eval mode); for a stateful
+      model also ``apply_fn(variables, x, train=True) -> (logits, new_state)``
+      (:mod:`ieu_jax._state`).
+    init_fn: ``init_fn(key) -> variables``, a fresh initialisation (for Retrain).
+    original: the original model's variables (trained on forget + retain): its
+      params, or a stateful model's :class:`ieu_jax._state.Variables`. A method
+      returns the same kind, with the statistics its train-mode passes left.
     forget: the forget set, with the labels the original model was trained on.
     retain: the retain set.
     num_classes: number of classes.

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax.methods import base
 
@@ -22,7 +23,7 @@ def unlearn(problem: base.Problem, hparams: FTHParams, key: jax.Array, *, name: 
   step = training.make_indexed_step(
       training.descent_on(training.classifier_objective(problem.apply_fn), tx))
   params, _ = training.fit(
-      problem.original, tx.init(problem.original), step,
+      problem.original, tx.init(_state.trainable(problem.original)), step,
       (problem.retain.x, problem.retain.y),
       epochs=hparams.epochs, batch_size=hparams.batch_size, key=key, name=name,
   )

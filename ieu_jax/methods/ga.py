@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import optax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
@@ -44,12 +45,14 @@ class GAHParams(base.SGDHParams):
 
 
 def ascent_objective(apply_fn: ApplyFn):
-  """``objective(params, batch, key) = -CE``: descending on it ascends the forget loss."""
+  """``objective(params, batch, key) = -CE``: descending on it ascends the forget loss
+  (train mode: a stateful model's objective returns ``(-CE, new_state)``)."""
 
   def objective(params, batch, key):
     del key
     inputs, labels = batch
-    return -softmax_cross_entropy(apply_fn(params, inputs), labels)
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(-softmax_cross_entropy(logits, labels), state)
 
   return objective
 
@@ -65,7 +68,8 @@ def unlearn(problem: base.Problem, hparams: GAHParams, key: jax.Array, *,
   tx = hparams.optimizer()
   step = training.make_indexed_step(ascent_step(problem.apply_fn, tx))
   params, _ = training.fit(
-      problem.original, tx.init(problem.original), step, (problem.forget.x, problem.forget.y),
+      problem.original, tx.init(_state.trainable(problem.original)), step,
+      (problem.forget.x, problem.forget.y),
       epochs=hparams.epochs, batch_size=hparams.batch_size, key=key, name=name,
   )
   return params

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import jax
 import optax
 
+from ieu_jax import _state
 from ieu_jax import _transforms
 from ieu_jax import training
 from ieu_jax._steps import make_unlearn_step
@@ -109,7 +110,8 @@ def unlearn(problem: base.Problem, hparams: IEUHParams, key: jax.Array, *,
 
   step = training.make_indexed_step(loss_and_update)
   params, _ = training.fit(
-      problem.original, tx.init(problem.original), step, (problem.forget.x, problem.forget.y),
+      problem.original, tx.init(_state.trainable(problem.original)), step,
+      (problem.forget.x, problem.forget.y),
       epochs=hparams.epochs, batch_size=hparams.batch_size, key=data_key,
       name=name, aux=(problem.retain.x, problem.retain.y),
   )

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
@@ -58,9 +59,16 @@ def l1_norm(params: Any) -> jax.Array:
 
 
 def loss(apply_fn: ApplyFn, params: Any, batch, coefficient) -> jax.Array:
-  """Cross-entropy on ``batch`` plus ``coefficient * ||params||_1``."""
+  """Cross-entropy on ``batch`` plus ``coefficient * ||params||_1``.
+
+  For a stateful model's variables: train mode, the penalty over the trainable
+  params only (not the statistics), and ``(loss, new_state)``.
+  """
   inputs, labels = batch
-  return softmax_cross_entropy(apply_fn(params, inputs), labels) + coefficient * l1_norm(params)
+  logits, state = _state.forward(apply_fn, params, inputs, train=True)
+  return _state.with_state(
+      softmax_cross_entropy(logits, labels) + coefficient * l1_norm(_state.trainable(params)),
+      state)
 
 
 def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
@@ -75,7 +83,7 @@ def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
     return loss(apply_fn, params, batch, coefficient)
 
   step = training.make_indexed_step(training.descent_on(objective, tx))
-  params, opt_state = problem.original, tx.init(problem.original)
+  params, opt_state = problem.original, tx.init(_state.trainable(problem.original))
   for epoch in range(epochs):
     coefficient = jnp.asarray(l1_coefficient(epoch, epochs, alpha), jnp.float32)
     params, opt_state = training.fit(

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import optax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax.methods import base
 from ieu_jax.hparams import HParams
@@ -41,7 +42,7 @@ def train_model(init_fn, apply_fn, data, train_hparams, key, name):
   step = training.make_indexed_step(
       training.descent_on(training.classifier_objective(apply_fn), tx))
   params, _ = training.fit(
-      params, tx.init(params), step, (data.x, data.y),
+      params, tx.init(_state.trainable(params)), step, (data.x, data.y),
       epochs=int(train_hparams["epochs"]), batch_size=int(train_hparams["batch_size"]),
       key=data_key, name=name,
   )

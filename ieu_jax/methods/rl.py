@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import optax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
@@ -71,13 +72,14 @@ def relabel_objective(apply_fn: ApplyFn, num_classes: int, exclude_true: bool = 
   """``objective(params, batch, key)``: cross-entropy under labels drawn from ``key``.
 
   The labels are :func:`random_labels` of the batch's true labels, fresh for
-  every key.
+  every key. Train mode (a stateful model's objective returns ``(loss, new_state)``).
   """
 
   def objective(params, batch, key):
     inputs, labels = batch
     new_labels = random_labels(key, labels, num_classes, exclude_true)
-    return softmax_cross_entropy(apply_fn(params, inputs), new_labels)
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(softmax_cross_entropy(logits, new_labels), state)
 
   return objective
 
@@ -124,7 +126,7 @@ def run(
   retain_step = training.make_indexed_step(
       training.descent_on(training.classifier_objective(problem.apply_fn), tx))
   forget_key, retain_key = jax.random.split(key)
-  params, opt_state = problem.original, tx.init(problem.original)
+  params, opt_state = problem.original, tx.init(_state.trainable(problem.original))
   forget = (problem.forget.x, problem.forget.y)
   retain = (problem.retain.x, problem.retain.y)
   for epoch in range(epochs):

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ieu_jax import _state
 from ieu_jax._steps import ApplyFn
 from ieu_jax.methods import base
 from ieu_jax.methods import rl
@@ -110,7 +111,10 @@ def forget_gradient(
   """Gradient of the mean cross-entropy over all of ``(x, y)``, in chunks.
 
   Chunks have a fixed size (one compilation); the last one is padded and the
-  padding weighted zero, so the result is the exact full-set gradient.
+  padding weighted zero, so the result is the exact full-set gradient. For a
+  stateful model the forward pass runs in eval mode (the original's statistics,
+  so each example's loss is its own and chunks and padding change nothing) and
+  the gradient is over the trainable params, the tree the saliency mask covers.
   """
   n = int(y.shape[0])
   if n == 0:
@@ -118,21 +122,24 @@ def forget_gradient(
   batch = min(batch_size, n)
   num_chunks = -(-n // batch)
 
+  params, state = _state.split(params)
+
   @jax.jit
-  def chunk_grad(params, start):
+  def chunk_grad(params, state, start):
     idx = start + jnp.arange(batch)
     weight = (idx < n).astype(jnp.float32) / n
     idx = jnp.minimum(idx, n - 1)
 
     def total_loss(p):
-      losses = optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x[idx]), y[idx])
+      logits = apply_fn(_state.merge(p, state), x[idx])  # eval mode
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
       return jnp.sum(weight * losses)
 
     return jax.grad(total_loss)(params)
 
-  grads = chunk_grad(params, 0)
+  grads = chunk_grad(params, state, 0)
   for c in range(1, num_chunks):
-    grads = jax.tree.map(jnp.add, grads, chunk_grad(params, c * batch))
+    grads = jax.tree.map(jnp.add, grads, chunk_grad(params, state, c * batch))
   return grads
 
 

@@ -21,14 +21,13 @@ pass over the retain loader, one optimizer for both). The reference's later
 ``scrub.py`` helper loops over 0-based epochs with the same ``epoch <= msteps``,
 i.e. one max pass more; we follow the loop its experiments ran.
 
-The first max pass is inert here. At the start the student equals the teacher, so
-the divergence and its gradient are 0 (up to float rounding). In the reference
-the student runs in train mode (BatchNorm with batch statistics, dropout) and the
-teacher in eval mode (running statistics), so their outputs differ from the first
-step and the max pass has a signal there. Our models have no running statistics
-and no dropout (GroupNorm or no normalisation): student and teacher are the same
-function, and the max pass has no signal until weight decay or the min pass has
-moved the student. Its first steps move the weights by the coupled weight decay
+As in the reference, the student runs in train mode and the teacher in eval mode
+(:mod:`ieu_jax._state`). With BatchNorm (``norm='batch'``) their outputs differ from
+the first step (batch statistics against running ones), and the first max pass has
+a signal at once. Without it (GroupNorm or no normalisation; our models have no
+dropout) the first max pass is inert: at the start the student equals the teacher,
+so the divergence and its gradient are 0 (up to float rounding), and the max pass
+has no signal until weight decay or the min pass has moved the student. Its first steps move the weights by the coupled weight decay
 alone: ``benchmarks/scrub_first_max_pass.py`` measures it on the small CNN, and
 ``tests/test_benchmark_scrub.py`` checks that the change equals the decay's closed
 form. From the second epoch on (``msteps >= 2``) the max pass starts from a
@@ -46,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
@@ -94,14 +94,17 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
 def max_objective(apply_fn: ApplyFn, temperature: float):
   """``objective(params, batch, key, teacher) = -distill_kl`` over the (forget) batch.
 
-  Descending on it makes the student's divergence from the teacher grow.
+  Descending on it makes the student's divergence from the teacher grow. The
+  student runs in train mode, the teacher in eval mode (a stateful student's
+  objective returns ``(value, new_state)``), as the reference implementation runs them.
   """
 
   def objective(params, batch, key, teacher):
     del key
     inputs, _ = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    return -distill_kl(apply_fn(params, inputs), t_logits, temperature)
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))  # eval mode
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(-distill_kl(logits, t_logits, temperature), state)
 
   return objective
 
@@ -121,11 +124,11 @@ def min_objective(apply_fn: ApplyFn, temperature: float, gamma: float, alpha: fl
   def objective(params, batch, key, teacher):
     del key
     inputs, labels = batch
-    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))
-    logits = apply_fn(params, inputs)
-    return gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
+    t_logits = jax.lax.stop_gradient(apply_fn(teacher, inputs))  # eval mode
+    logits, state = _state.forward(apply_fn, params, inputs, train=True)
+    return _state.with_state(gamma * softmax_cross_entropy(logits, labels) + alpha * distill_kl(
         logits, t_logits, temperature
-    )
+    ), state)
 
   return objective
 
@@ -167,7 +170,7 @@ def unlearn(problem: base.Problem, hparams: SCRUBHParams, key: jax.Array, *,
       "min": ((problem.retain.x, problem.retain.y), batch_size),
   }
   teacher = problem.original
-  params, opt_state = teacher, tx.init(teacher)
+  params, opt_state = teacher, tx.init(_state.trainable(teacher))
   max_key, min_key = jax.random.split(key)
   keys = {"max": max_key, "min": min_key}
   for epoch, kinds in enumerate(passes(epochs, msteps)):
