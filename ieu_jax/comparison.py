@@ -359,8 +359,9 @@ def setting_paragraph(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
       f" attackers {', '.join(first.get('rcd_attackers', {'sgd': None}))} (the first is"
       f" the tables' RCD: {p['optimizer']} at learning rate(s) {p['learning_rates']},"
       f" momentum {fmt(p['momentum'])}). Seeds {', '.join(map(str, seeds))}. The runs'"
-      f" summed wall time: {fmt(wall / 60, 0)} min (each run's own, on the machine that"
-      " ran it).\n")
+      f" summed wall time as they recorded it: {fmt(wall / 60, 0)} min (a run that reused"
+      " finished models and rows records only the time it took itself, so this is the"
+      " cost from nothing only when nothing was reused).\n")
 
 
 def verdict_table(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],

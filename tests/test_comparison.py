@@ -176,7 +176,7 @@ def test_the_setting_is_read_from_the_runs():
   assert "train accuracy 98.00-99.50%" in text
   assert "criterion `recovered`" in text and "220 held-out examples" in text
   assert "attackers sgd, adam" in text and "Seeds 0, 1." in text
-  assert "summed wall time: 6 min" in text  # (60 + 120 + 180) s
+  assert "summed wall time as they recorded it: 6 min" in text  # (60 + 120 + 180) s
   assert comparison.setting_paragraph({}) == ""
 
 
