@@ -70,7 +70,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method["l1-sparse"] = dict(epochs=10, learning_rate=0.01, alpha=5e-4, **sgd)
   c.method.SCRUB = dict(epochs=10, msteps=3, learning_rate=5e-4, temperature=4.0,
                         gamma=0.99, alpha=0.001, **sgd)
-  # GA-plain and IEU: this library's ascent, at its Fashion-MNIST settings (untuned here).
+  # GA-plain and IEU: this library's ascent; untuned guesses (GA's rate for GA-plain, IEU
+  # at a tenth of its Fashion-MNIST rate, its other Fashion-MNIST settings); search them.
   c.method["GA-plain"] = dict(epochs=5, learning_rate=1e-4, ascent_scale=1.0, batch_size=256)
   c.method.IEU = dict(epochs=5, learning_rate=1e-3, ascent_scale=1.0, retain_scale=1.5,
                       weight_decay=1e-1, noise_std=1e-3, batch_size=256)
