@@ -116,10 +116,22 @@ class TrainHParams(HParams):
 
   optimizer: Literal["adam", "sgd"] = "adam"
   learning_rate: float
-  schedule: Literal["constant", "cosine"] = "constant"
+  schedule: Literal["constant", "cosine", "multistep"] = "constant"
+  # 'multistep': the rate times 0.1 from each of these epochs on (0-based).
+  milestones: tuple[int, ...] | None = None
   weight_decay: float = 0.0
   epochs: int
   batch_size: int
+  # 'crop_flip': random crop (padding 4) and horizontal flip, on the device, in the step.
+  augment: Literal["none", "crop_flip"] = "none"
+
+  def validate(self) -> None:
+    if self.schedule == "multistep" and not self.milestones:
+      raise ValueError("TrainHParams: schedule='multistep' needs milestones (epochs).")
+    if self.milestones is not None and (
+        any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones))):
+      raise ValueError(f"TrainHParams: milestones={self.milestones} must be increasing "
+                       "epochs >= 1.")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,12 +19,14 @@ import numpy as np
 import optax
 from absl import logging
 
+from ieu_jax import _augment
 from ieu_jax import _state
 from ieu_jax._steps import ApplyFn, LossFn, Objective, classifier_objective
 from ieu_jax._steps import softmax_cross_entropy, tree_is_finite
 
 __all__ = [
     "NonFiniteError",
+    "augmented",
     "classifier_objective",
     "descent",
     "descent_on",
@@ -122,6 +124,26 @@ def descent_on(objective: Objective, tx: optax.GradientTransformation):
     params = _state.trainable(variables)
     updates, opt_state = tx.update(grads, opt_state, params)
     return _state.merge(optax.apply_updates(params, updates), state), opt_state, value
+
+  return fn
+
+
+def augmented(objective: Objective, kind: str = "none") -> Objective:
+  """``objective`` on batches augmented by ``kind`` (:mod:`ieu_jax._augment`), inside the step.
+
+  ``'none'`` returns ``objective`` itself (the same function: nothing changes). Otherwise
+  the step's key is split: one half draws the augmentation of the batch's inputs, the
+  other is passed on to ``objective``.
+  """
+  if kind == "none":
+    return objective
+  if kind not in _augment.AUGMENTATIONS:
+    raise ValueError(f"augment={kind!r} is unknown: choose one of {_augment.AUGMENTATIONS}.")
+
+  def fn(params, batch, key, *aux):
+    k_aug, k_obj = jax.random.split(key)
+    inputs, labels = batch
+    return objective(params, (_augment.augment(kind, k_aug, inputs), labels), k_obj, *aux)
 
   return fn
 
