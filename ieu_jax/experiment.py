@@ -350,7 +350,8 @@ def relearn_checkpoints(
   validate_config(config)
   splits, fs, init_fn, apply_fn = data_and_model(config)
   like = jax.eval_shape(init_fn, jax.random.key(0))
-  load = lambda path: checkpoints.restore_params(path, like)
+  # A checkpoint the pipeline wrote is checked against the checksum it recorded.
+  load = lambda path: checkpoints.restore_params(path, like, pipeline.recorded_checksum(path))
   orig = load(original) if original else None
   ref_params = load(reference)
   attack = next(iter(attackers_lib.attacks(config, splits, fs, apply_fn, orig, ref_params,

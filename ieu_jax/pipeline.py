@@ -191,6 +191,20 @@ def checkpoint_path(workdir: str, name: str, key: str) -> str:
   return os.path.abspath(os.path.join(workdir, "checkpoints", f"{name}-{key}"))
 
 
+def recorded_checksum(path: str) -> str | None:
+  """The checksum recorded beside the checkpoint ``path`` (``<path>.json``, as
+  :func:`save_model` and :func:`cached_train` write it); None when it has no record
+  (a checkpoint saved by :func:`ieu_jax.checkpoints.save_params` alone).
+
+  Raises:
+    checkpoints.CorruptCheckpointError: when the record exists but is unreadable
+      or has no checksum.
+  """
+  if not os.path.exists(path + ".json"):
+    return None
+  return _read_record(path)[1]
+
+
 def save_model(path: str, params: Any, **record: Any) -> float:
   """Saves ``params`` to the checkpoint ``path`` and its record ``<path>.json``.
 

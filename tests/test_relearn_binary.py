@@ -57,3 +57,24 @@ def test_missing_checkpoint_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     experiment.relearn_checkpoints(_config(), str(tmp_path / "x"), str(tmp_path / "y"),
                                     threshold=50.0)
+
+
+def test_a_checkpoint_with_a_record_is_checked_against_its_checksum(tmp_path):
+  """A checkpoint the pipeline saved (with ``<path>.json``) whose bytes no longer match
+  its recorded checksum is refused by name; one without a record restores as saved."""
+  from ieu_jax import pipeline  # pylint: disable=g-import-not-at-top
+
+  init_fn, _ = models.build_model("cnn", 10, (8, 8, 1), features=(4, 8), hidden=16)
+  good, other = str(tmp_path / "good"), str(tmp_path / "other")
+  pipeline.save_model(good, init_fn(jax.random.key(0)), method="test")
+  checkpoints.save_params(other, init_fn(jax.random.key(1)))  # no record
+  assert pipeline.recorded_checksum(other) is None
+  assert pipeline.recorded_checksum(good) == json.load(open(good + ".json"))["checksum"]
+  out = experiment.relearn_checkpoints(_config(), good, other, threshold=40.0)
+  assert out["checkpoint"]["path"] == good
+  # The record says another checksum: the restore must refuse the checkpoint.
+  record = json.load(open(good + ".json"))
+  record["checksum"] = "0" * len(record["checksum"])
+  json.dump(record, open(good + ".json", "w"))
+  with pytest.raises(checkpoints.CorruptCheckpointError, match="good"):
+    experiment.relearn_checkpoints(_config(), good, other, threshold=40.0)
