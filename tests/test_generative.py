@@ -227,7 +227,8 @@ def test_search_needs_candidates_for_every_method(tmp_path):
 def _fake_results(config, rows):
   models = [{"name": name, "forget_rate": f, "retain_rate": r, "fd": fd, "runtime_s": None,
              "flags": flags, "rcd": {"steps_mean": steps, "censored_frac": 0.0,
-                                     "normalized": norm}}
+                                     "normalized": norm,
+                                     "worst_case_normalized": norm / 2}}
             for name, f, r, fd, steps, norm, flags in rows]
   return {"config": outputs.json_safe(config.to_dict()), "forget_class": 1, "models": models}
 
@@ -252,6 +253,10 @@ def test_run_seeds_reuses_finished_runs_and_aggregates_them(tmp_path):
                         ("rcd_normalized", [2 / 3, 1.25])]:
     assert ieu[field] == pytest.approx([np.mean(values), np.std(values)])
   assert "| IEU | 2 | 4.0 ± 2.0 | 55.0 ± 15.0 |" in (tmp_path / "summary.md").read_text()
+  # The worst case over attackers, averaged over seeds like the rest: (1/3 + 0.625) / 2.
+  assert ieu["rcd_worst_case_normalized"] == pytest.approx(
+      [np.mean([1 / 3, 0.625]), np.std([1 / 3, 0.625])])
+  assert "| 0.96 ± 0.29 | 0.48 ± 0.15 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_run_seeds_rejects_repeated_or_missing_seeds(tmp_path):
