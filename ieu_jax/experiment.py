@@ -83,7 +83,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     ValueError, TypeError: naming the section, the key and the bad value.
   """
   sections_lib.check_run_keys(config)
-  sections = sections_lib.validate_sections(config, sections_lib.CLASSIFIER_SECTIONS)
+  sections_lib.validate_sections(config, sections_lib.CLASSIFIER_SECTIONS)
   sections_lib.check_model(config.model)
   names = method_names(config)
   relearn_protocol(config, threshold=50.0)  # the protocol's own checks

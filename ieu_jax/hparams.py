@@ -155,6 +155,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pseudo_label": _AT_LEAST_ZERO,
     # Rates and scales.
     "learning_rate": _POSITIVE, "temperature": _POSITIVE, "adam_learning_rate": _POSITIVE,
+    "sgd_learning_rate": _POSITIVE,
     "learning_rates": _rule(lambda v: all(_finite(x) and x > 0 for x in
                                           (v if isinstance(v, tuple) else (v,))) and v != (),
                             "finite positive numbers"),

@@ -12,7 +12,6 @@ import pytest
 from ieu_jax import data as data_lib
 from ieu_jax.generative import diffusion
 from ieu_jax.generative import methods
-from ieu_jax.methods import salun as salun_method
 
 
 def _problem(eps_fn, params, dtype=jnp.float32, n_forget=10):

@@ -240,7 +240,7 @@ def test_an_attacker_with_a_rate_grid_keeps_each_orders_fastest_rate(full_run, t
   import ml_collections  # pylint: disable=g-import-not-at-top
   config.rcd = ml_collections.ConfigDict(dict(config.rcd.to_dict(), attackers=("sgd",),
                                               learning_rates=(0.003, 0.01)))
-  out = experiment.run_experiment(config, str(tmp_path))
+  experiment.run_experiment(config, str(tmp_path))
   json_rows = os.listdir(tmp_path / "methods")
   assert len(json_rows) == 2
   saved = json.load(open(tmp_path / "methods" / sorted(json_rows)[0]))["relearning"]["sgd"]

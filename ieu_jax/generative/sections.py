@@ -7,7 +7,6 @@ See :mod:`ieu_jax.sections` (the classifier's, and the attacker's
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 from ieu_jax import sections
@@ -125,9 +124,6 @@ class RCDHParams(sections.RCDHParams):
     if not self.attackers or unknown or len(set(self.attackers)) != len(self.attackers):
       raise ValueError(f"{name}: attackers={self.attackers!r}: name each of"
                        f" {tuple(ATTACKERS)} at most once, at least one.")
-    lr = self.sgd_learning_rate
-    if not (math.isfinite(lr) and lr > 0):
-      raise ValueError(f"{name}: sgd_learning_rate={lr!r} must be finite and positive.")
 
 
 GENERATIVE_SECTIONS = {"data": DataHParams, "classifier": ClassifierHParams,
