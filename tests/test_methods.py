@@ -572,6 +572,18 @@ def _np_ce_grad(p, x, y):
   return {"w": x.T @ dz, "b": dz.sum(0)}
 
 
+def _np_ga_sgd(p0, x, y, lr, m, wd, steps):
+  """Full-batch SGD ascent with momentum and weight decay, by hand in float64:
+  d = -grad CE + wd * theta; v = m * v + d (v_1 = d_1); theta -= lr * v."""
+  p, v = dict(p0), {k: np.zeros_like(a) for k, a in p0.items()}
+  for _ in range(steps):
+    g = _np_ce_grad(p, x, y)
+    for k in p:
+      v[k] = m * v[k] + (-g[k] + wd * p[k])
+      p[k] = p[k] - lr * v[k]
+  return p
+
+
 def test_ga_baseline_is_sgd_ascent_with_momentum_and_weight_decay():
   problem = _problem()
   lr, m, wd, epochs = 0.1, 0.9, 0.05, 3  # one full-batch step an epoch: three steps
@@ -579,13 +591,7 @@ def test_ga_baseline_is_sgd_ascent_with_momentum_and_weight_decay():
   got = ga.unlearn(problem, hp, jax.random.key(0))
   x, y = np.asarray(problem.forget.x, np.float64), np.asarray(problem.forget.y)
   p0 = {k: np.asarray(v, np.float64) for k, v in problem.original.items()}
-  # Hand-written: d = -grad CE + wd * theta; v = m * v + d (v_1 = d_1); theta -= lr * v.
-  p, v = dict(p0), {k: np.zeros_like(a) for k, a in p0.items()}
-  for _ in range(epochs):
-    g = _np_ce_grad(p, x, y)
-    for k in p:
-      v[k] = m * v[k] + (-g[k] + wd * p[k])
-      p[k] = p[k] - lr * v[k]
+  p = _np_ga_sgd(p0, x, y, lr, m, wd, epochs)
   for k in p:
     np.testing.assert_allclose(np.asarray(got[k]), p[k], atol=2e-6, rtol=1e-5)
   # GA-plain, IEU's ablation, at the same learning rate: theta += lr * grad CE, no
@@ -603,12 +609,7 @@ def test_ga_baseline_is_sgd_ascent_with_momentum_and_weight_decay():
   # matters: without momentum, or without the decay, the recomputation misses.
   assert max(np.abs(p[k] - q[k]).max() for k in p) > 1e-2
   for m_, wd_ in ((0.0, wd), (m, 0.0)):
-    r, v = dict(p0), {k: np.zeros_like(a) for k, a in p0.items()}
-    for _ in range(epochs):
-      g = _np_ce_grad(r, x, y)
-      for k in r:
-        v[k] = m_ * v[k] + (-g[k] + wd_ * r[k])
-        r[k] = r[k] - lr * v[k]
+    r = _np_ga_sgd(p0, x, y, lr, m_, wd_, epochs)
     assert max(np.abs(r[k] - p[k]).max() for k in p) > 1e-3
 
 
