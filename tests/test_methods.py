@@ -121,7 +121,7 @@ def test_hyperparameter_defaults():
     methods.hparams("FT", dict(req, epochs=2.5))
 
 
-@pytest.mark.parametrize("variant", ["", "small", "results", "results_clip"])
+@pytest.mark.parametrize("variant", ["", "small", "results", "results_nonorm", "results_clip"])
 def test_every_configured_key_is_a_hyperparameter(variant):
   config = fashion_mnist.get_config(variant)
   for name in methods.REGISTRY:
@@ -158,7 +158,17 @@ def test_config_has_every_method_and_the_ablations_differ_as_named(variant):
   assert "GA" in config.search and "GA-plain" in config.search
 
 
-@pytest.mark.parametrize("variant", ["results", "results_clip"])
+def test_results_is_the_batchnorm_comparison_and_differs_from_nonorm_only_there():
+  bn, plain = fashion_mnist.get_config("results"), fashion_mnist.get_config("results_nonorm")
+  assert bn.model.norm == "batch" and plain.model.norm is None
+  a, b = bn.to_dict(), plain.to_dict()
+  del a["model"]["norm"], b["model"]["norm"], a["method"], b["method"]
+  assert a == b  # sizes, scenarios, RCD protocol: the same comparison
+  assert bn.method.GA.learning_rate != plain.method.GA.learning_rate  # searched anew
+  assert "max_grad_norm" not in bn.method.GA or bn.method.GA.max_grad_norm is None
+
+
+@pytest.mark.parametrize("variant", ["results_nonorm", "results_clip"])
 def test_results_variants_keep_the_ablations_chosen_values_under_the_new_name(variant):
   config = fashion_mnist.get_config(variant)
   names = config.methods.split(",")
