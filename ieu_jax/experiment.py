@@ -414,7 +414,7 @@ def _row_stem(config: ml_collections.ConfigDict, name: str) -> str:
   """``<name>-<fingerprint>`` of method ``name``'s row (a ``/`` in the name made ``_``)."""
   hparams = methods_lib.hparams(name, config.method.get(name))
   return name.replace("/", "_") + "-" + pipeline.fingerprint(
-      config, name, _ROW_PARTS, extra=hparams.to_dict())
+      config, name, _ROW_PARTS, extra=hparams.fingerprint_dict())
 
 
 def _saved_checkpoint(workdir: str, name: str, checkpoint: str | None) -> str | None:

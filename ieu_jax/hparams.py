@@ -137,7 +137,7 @@ _SHARE = _rule(lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]")
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # Steps and sizes.
-    "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "forget_batch_size": _AT_LEAST_ONE,
+    "epochs": _AT_LEAST_ONE, "steps": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "forget_batch_size": _AT_LEAST_ONE,
     "max_steps": _AT_LEAST_ONE, "eval_every": _AT_LEAST_ONE, "probe_every": _AT_LEAST_ONE,
     "num_trajectories": _AT_LEAST_ONE, "relearn_size": _AT_LEAST_ONE,
     "heldout_size": _AT_LEAST_ONE, "guard_size": _AT_LEAST_ONE,
@@ -237,3 +237,18 @@ class HParams:
   def to_dict(self) -> dict[str, Any]:
     """Every hyperparameter, defaults included (what a results file records)."""
     return dataclasses.asdict(self)
+
+  def fingerprint_dict(self) -> dict[str, Any]:
+    """:meth:`to_dict` as cache keys see it: a field of :data:`UNKEYED_DEFAULTS` at
+    its default is left out, so a field's arrival keeps every cached result made
+    before it (they were made with that default)."""
+    d = self.to_dict()
+    for f in dataclasses.fields(self):
+      if f.name in UNKEYED_DEFAULTS and d.get(f.name) == f.default:
+        del d[f.name]
+    return d
+
+
+UNKEYED_DEFAULTS = ("steps",)
+"""Fields that enter a fingerprint only when set off their default (``steps``: None
+is the method's epochs, how every result before the field was made)."""

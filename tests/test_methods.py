@@ -99,7 +99,7 @@ def test_every_method_refuses_an_unknown_key_and_names_the_valid_ones(name):
 
 
 def test_hyperparameter_defaults():
-  sgd = dict(momentum=0.9, weight_decay=5e-4, batch_size=128)
+  sgd = dict(momentum=0.9, weight_decay=5e-4, batch_size=128, steps=None)
   req = dict(epochs=3, learning_rate=0.1)
   assert methods.hparams("Retrain").to_dict() == {}
   assert methods.hparams("FT", req).to_dict() == dict(req, **sgd)
@@ -114,7 +114,7 @@ def test_hyperparameter_defaults():
   for name in ABLATIONS:
     assert methods.hparams(name, req).to_dict() == dict(
         req, ascent_scale=1.0, retain_scale=0.0, weight_decay=0.0, noise_std=0.0,
-        batch_size=128, max_grad_norm=None)
+        batch_size=128, max_grad_norm=None, steps=None)
   with pytest.raises(ValueError, match=r"mask_applies_to='x': expected one of \('updates', 'gradients'\)"):
     methods.hparams("SalUn", dict(req, mask_applies_to="x"))
   with pytest.raises(TypeError, match="epochs=2.5 must be an integer"):

@@ -383,7 +383,8 @@ def model_checkpoint(config: ml_collections.ConfigDict, name: str) -> str:
     what = name.lower()
     return os.path.join("checkpoints", f"ddpm-{what}-{_ddpm_key(config, what)}")
   hp = methods_lib.hparams(name, config.method[name])
-  key = pipeline.fingerprint(config, name, _DDPM_PARTS + ("forget_class",), extra=hp.to_dict())
+  key = pipeline.fingerprint(config, name, _DDPM_PARTS + ("forget_class",),
+                             extra=hp.fingerprint_dict())
   return os.path.join("checkpoints", "unlearned", f"{name.replace('/', '_')}-{key}")
 
 

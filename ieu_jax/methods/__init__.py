@@ -31,16 +31,16 @@ from ieu_jax.methods import scrub
 from ieu_jax.methods.base import Method
 from ieu_jax.methods.base import Problem
 
-_IEU = Method(ieu.unlearn, ieu.IEUHParams)
+_IEU = Method(ieu.unlearn, ieu.IEUHParams, ieu.program)
 
 REGISTRY: dict[str, Method] = {
     "Retrain": Method(retrain.unlearn, retrain.RetrainHParams),
-    "FT": Method(ft.unlearn, ft.FTHParams),
-    "RL": Method(rl.unlearn, rl.RLHParams),
-    "l1-sparse": Method(l1_sparse.unlearn, l1_sparse.L1SparseHParams),
-    "SalUn": Method(salun.unlearn, salun.SalUnHParams),
-    "SCRUB": Method(scrub.unlearn, scrub.SCRUBHParams),
-    "GA": Method(ga.unlearn, ga.GAHParams),
+    "FT": Method(ft.unlearn, ft.FTHParams, ft.program),
+    "RL": Method(rl.unlearn, rl.RLHParams, rl.program),
+    "l1-sparse": Method(l1_sparse.unlearn, l1_sparse.L1SparseHParams, l1_sparse.program),
+    "SalUn": Method(salun.unlearn, salun.SalUnHParams, salun.program),
+    "SCRUB": Method(scrub.unlearn, scrub.SCRUBHParams, scrub.program),
+    "GA": Method(ga.unlearn, ga.GAHParams, ga.program),
     # IEU and its ablations: one method and one class, configured apart (see the configs).
     # GA-plain is IEU's ascent alone (plain SGD, no momentum, no decay), not the GA baseline.
     "GA-plain": _IEU,

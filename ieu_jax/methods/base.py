@@ -9,6 +9,12 @@ own frozen dataclass of hyperparameters (a subclass of
 name the method runs under (``"GA-plain"`` for IEU's ascent-only setting), for logs and
 errors. Adding a method is one new module with such a function and its class, and
 one line in :data:`ieu_jax.methods.REGISTRY`.
+
+A method that can be swept also gives ``program(problem, hparams, name) ->``
+:class:`ieu_jax._program.Program`: its steps with the hyperparameters of
+``program.arrays`` passed as arrays. Its ``unlearn`` is then
+:func:`run_program`, the same steps for one setting, and
+:func:`ieu_jax.sweep` runs many settings as one program.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any, Callable, Mapping, NamedTuple, Protocol
 import jax
 import optax
 
+from ieu_jax import _program
 from ieu_jax._steps import ApplyFn
 from ieu_jax.data import Dataset
 from ieu_jax.hparams import HParams
 
-__all__ = ["Method", "Problem", "SGDHParams", "UnlearnFn", "sgd"]
+__all__ = ["Method", "Problem", "SGD_ARRAYS", "SGDHParams", "UnlearnFn", "run_program", "sgd",
+           "sgd_from"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +70,12 @@ class UnlearnFn(Protocol):
 
 
 class Method(NamedTuple):
-  """A registered method: its function and the class of its hyperparameters."""
+  """A registered method: its function, the class of its hyperparameters, and its
+  program builder (None for a method that cannot be swept, such as Retrain)."""
 
   unlearn: UnlearnFn
   hparams_class: type[HParams]
+  program: Callable[..., _program.Program] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +85,8 @@ class SGDHParams(HParams):
   Attributes:
     epochs: passes over the method's data (required).
     learning_rate: SGD's step size (required).
+    steps: None (``epochs`` decides the length) or the run's length in optimizer
+      steps, whatever the data's size (``epochs`` is then ignored).
     momentum: SGD's momentum (0: none).
     weight_decay: coupled weight decay, added to the gradient before SGD.
     batch_size: examples per step.
@@ -85,16 +97,40 @@ class SGDHParams(HParams):
   momentum: float = 0.9
   weight_decay: float = 5e-4
   batch_size: int = 128
+  steps: int | None = None
 
   def optimizer(self) -> optax.GradientTransformation:
     """:func:`sgd` with these hyperparameters."""
     return sgd(self.learning_rate, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
-def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
-        weight_decay: float = 5e-4) -> optax.GradientTransformation:
-  """The baselines' shared optimizer: SGD with momentum and (coupled) weight decay."""
+SGD_ARRAYS = ("learning_rate", "momentum", "weight_decay")
+"""The SGD baselines' hyperparameters that a sweep passes as arrays."""
+
+
+def sgd(learning_rate: float | optax.Schedule, *, momentum: Any = 0.9,
+        weight_decay: Any = 5e-4) -> optax.GradientTransformation:
+  """The baselines' shared optimizer: SGD with momentum and (coupled) weight decay.
+
+  Every hyperparameter may be an array (traced in a sweep). A momentum known to be
+  0 when the optimizer is built keeps no trace; a traced one always does (a trace
+  with decay 0 is the gradient itself, the same steps).
+  """
+  static_zero = isinstance(momentum, (int, float)) and momentum == 0
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
-      optax.sgd(learning_rate, momentum=momentum or None),
+      optax.sgd(learning_rate, momentum=None if static_zero else momentum),
   )
+
+
+def sgd_from(hp: Mapping[str, Any]) -> optax.GradientTransformation:
+  """:func:`sgd` from the arrays of :data:`SGD_ARRAYS` in ``hp``."""
+  return sgd(hp["learning_rate"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+
+
+def run_program(program: _program.Program, problem: Problem, hparams: HParams,
+                key: jax.Array, name: str) -> Any:
+  """``unlearn`` of a method that has a program: the program for this one setting."""
+  values = {k: getattr(hparams, k) for k in program.arrays}
+  return _program.run(program, problem.original, values, key,
+                      budget=getattr(hparams, "steps", None), name=name)

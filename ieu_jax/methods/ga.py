@@ -27,12 +27,13 @@ from typing import Any
 import jax
 import optax
 
+from ieu_jax import _program
 from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["GAHParams", "ascent_objective", "ascent_step", "unlearn"]
+__all__ = ["GAHParams", "ascent_objective", "ascent_step", "program", "unlearn"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,14 +63,25 @@ def ascent_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
   return training.descent_on(ascent_objective(apply_fn), tx)
 
 
+def program(problem: base.Problem, hparams: GAHParams, name: str = "GA") -> _program.Program:
+  """GA's program: epochs (or ``hparams.steps`` steps) of ascent on the forget set."""
+  objective = ascent_objective(problem.apply_fn)
+
+  def step(variables, opt_state, batch, key, hp):
+    return training.descent_on(objective, base.sgd_from(hp))(variables, opt_state, batch, key)
+
+  def segments(key, budget):
+    for epoch in _program.epochs_then_steps(hparams.epochs, budget):
+      yield _program.Segment("ascent", "forget", hparams.batch_size,
+                             jax.random.fold_in(key, epoch), f"epoch {epoch + 1}")
+
+  return _program.Program(
+      steps={"ascent": step}, init=lambda params, hp, key: base.sgd_from(hp).init(params),
+      segments=segments, arrays=base.SGD_ARRAYS,
+      data={"forget": (problem.forget.x, problem.forget.y)})
+
+
 def unlearn(problem: base.Problem, hparams: GAHParams, key: jax.Array, *,
             name: str = "GA") -> Any:
   """GA with the baselines' SGD; see the module docstring."""
-  tx = hparams.optimizer()
-  step = training.make_indexed_step(ascent_step(problem.apply_fn, tx))
-  params, _ = training.fit(
-      problem.original, tx.init(_state.trainable(problem.original)), step,
-      (problem.forget.x, problem.forget.y),
-      epochs=hparams.epochs, batch_size=hparams.batch_size, key=key, name=name,
-  )
-  return params
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

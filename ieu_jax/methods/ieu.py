@@ -31,14 +31,14 @@ from typing import Any, Mapping
 import jax
 import optax
 
-from ieu_jax import _state
+from ieu_jax import _program
 from ieu_jax import _transforms
 from ieu_jax import training
 from ieu_jax._steps import make_unlearn_step
 from ieu_jax.hparams import HParams
 from ieu_jax.methods import base
 
-__all__ = ["IEUHParams", "make_transform", "unlearn"]
+__all__ = ["IEU_ARRAYS", "IEUHParams", "make_transform", "program", "unlearn"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +57,8 @@ class IEUHParams(HParams):
     max_grad_norm: None or 0 for no clipping; else the bound on the global norm
       of each gradient, forget and retain, before the transformation (see the
       module docstring).
+    steps: None (``epochs`` decides the length) or the run's length in optimizer
+      steps, whatever the forget set's size (``epochs`` is then ignored).
   """
 
   epochs: int
@@ -67,6 +69,7 @@ class IEUHParams(HParams):
   noise_std: float = 0.0
   batch_size: int = 128
   max_grad_norm: float | None = None
+  steps: int | None = None
 
 
 def make_transform(hparams: IEUHParams | Mapping[str, Any],
@@ -93,26 +96,50 @@ def make_transform(hparams: IEUHParams | Mapping[str, Any],
   )
 
 
+IEU_ARRAYS = ("learning_rate", "ascent_scale", "retain_scale", "weight_decay", "noise_std")
+"""IEU's hyperparameters that a sweep passes as arrays."""
+
+
+def program(problem: base.Problem, hparams: IEUHParams, name: str = "IEU") -> _program.Program:
+  """IEU's program (or an ablation's): epochs (or ``hparams.steps`` steps) over the
+  forget set, each step with a retain batch drawn from its key when
+  ``hparams.retain_scale > 0`` (static: settings with and without a retain term
+  are different programs)."""
+  with_retain = bool(hparams.retain_scale)
+  batch_size = hparams.batch_size
+
+  def transform(hp, noise_key):
+    return _transforms.ieu_transform(
+        hp["learning_rate"], ascent_scale=hp["ascent_scale"], retain_scale=hp["retain_scale"],
+        weight_decay=hp["weight_decay"], noise_std=hp["noise_std"], key=noise_key)
+
+  def step(variables, opt_state, forget_batch, key, hp, retain_x, retain_y):
+    # The noise key lives in opt_state (set by init); the one given here is unused.
+    unlearn_step = make_unlearn_step(problem.apply_fn, transform(hp, 0),
+                                     max_grad_norm=hparams.max_grad_norm or None, jit=False)
+    retain_batch = None
+    if with_retain:
+      retain_batch = training.sample_batch(key, (retain_x, retain_y), batch_size)
+    variables, opt_state, metrics = unlearn_step(variables, opt_state, forget_batch, retain_batch)
+    return variables, opt_state, metrics.forget_loss
+
+  def init(params, hp, key):
+    noise_key, _ = jax.random.split(key)
+    return transform(hp, noise_key).init(params)
+
+  def segments(key, budget):
+    _, data_key = jax.random.split(key)
+    for epoch in _program.epochs_then_steps(hparams.epochs, budget):
+      yield _program.Segment("unlearn", "forget", batch_size, jax.random.fold_in(data_key, epoch),
+                             f"epoch {epoch + 1}")
+
+  return _program.Program(
+      steps={"unlearn": step}, init=init, segments=segments, arrays=IEU_ARRAYS,
+      data={"forget": (problem.forget.x, problem.forget.y)},
+      aux=(problem.retain.x, problem.retain.y))
+
+
 def unlearn(problem: base.Problem, hparams: IEUHParams, key: jax.Array, *,
             name: str = "IEU") -> Any:
   """IEU (or the ablation ``hparams`` describe); see the module docstring."""
-  noise_key, data_key = jax.random.split(key)
-  tx = make_transform(hparams, noise_key)
-  unlearn_step = make_unlearn_step(problem.apply_fn, tx, max_grad_norm=hparams.max_grad_norm or None,
-                                   jit=False)
-
-  def loss_and_update(params, opt_state, forget_batch, step_key, retain_x, retain_y):
-    retain_batch = None
-    if hparams.retain_scale:
-      retain_batch = training.sample_batch(step_key, (retain_x, retain_y), hparams.batch_size)
-    params, opt_state, metrics = unlearn_step(params, opt_state, forget_batch, retain_batch)
-    return params, opt_state, metrics.forget_loss
-
-  step = training.make_indexed_step(loss_and_update)
-  params, _ = training.fit(
-      problem.original, tx.init(_state.trainable(problem.original)), step,
-      (problem.forget.x, problem.forget.y),
-      epochs=hparams.epochs, batch_size=hparams.batch_size, key=data_key,
-      name=name, aux=(problem.retain.x, problem.retain.y),
-  )
-  return params
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

@@ -24,12 +24,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ieu_jax import _program
 from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["L1SparseHParams", "l1_coefficient", "l1_norm", "loss", "unlearn"]
+__all__ = ["L1SparseHParams", "l1_coefficient", "l1_norm", "loss", "program", "unlearn"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,24 +72,42 @@ def loss(apply_fn: ApplyFn, params: Any, batch, coefficient) -> jax.Array:
       state)
 
 
-def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
-            name: str = "l1-sparse") -> Any:
-  """l1-sparse; see the module docstring."""
-  tx = hparams.optimizer()
-  epochs, alpha, batch_size = hparams.epochs, hparams.alpha, hparams.batch_size
+def program(problem: base.Problem, hparams: L1SparseHParams,
+            name: str = "l1-sparse") -> _program.Program:
+  """l1-sparse's program: retain epochs with the penalty's weight of each epoch.
+
+  With a step budget, ``E`` (the epochs the weight decays over) is the number of
+  retain epochs the budget starts, ``ceil(steps / steps_per_epoch)``.
+  """
   apply_fn = problem.apply_fn
 
   def objective(params, batch, key, coefficient):
     del key
     return loss(apply_fn, params, batch, coefficient)
 
-  step = training.make_indexed_step(training.descent_on(objective, tx))
-  params, opt_state = problem.original, tx.init(_state.trainable(problem.original))
-  for epoch in range(epochs):
-    coefficient = jnp.asarray(l1_coefficient(epoch, epochs, alpha), jnp.float32)
-    params, opt_state = training.fit(
-        params, opt_state, step, (problem.retain.x, problem.retain.y), epochs=1,
-        batch_size=batch_size, key=jax.random.fold_in(key, epoch),
-        name=f"{name} epoch {epoch + 1}/{epochs}", aux=(coefficient,),
-    )
-  return params
+  def step(variables, opt_state, batch, key, hp):
+    return training.descent_on(objective, base.sgd_from(hp))(
+        variables, opt_state, batch, key, hp["coefficient"])
+
+  def segments(key, budget):
+    epochs = hparams.epochs
+    if budget is not None:
+      per_epoch = -(-int(problem.retain.y.shape[0]) // min(hparams.batch_size,
+                                                          int(problem.retain.y.shape[0])))
+      epochs = -(-budget // per_epoch)
+    for epoch in range(epochs):
+      yield _program.Segment(
+          "descent", "retain", hparams.batch_size,
+          jax.random.fold_in(jax.random.fold_in(key, epoch), 0), f"epoch {epoch + 1}/{epochs}",
+          values=lambda hp, e=epoch: {"coefficient": l1_coefficient(e, epochs, hp["alpha"])})
+
+  return _program.Program(
+      steps={"descent": step}, init=lambda params, hp, key: base.sgd_from(hp).init(params),
+      segments=segments, arrays=base.SGD_ARRAYS + ("alpha",),
+      data={"retain": (problem.retain.x, problem.retain.y)})
+
+
+def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
+            name: str = "l1-sparse") -> Any:
+  """l1-sparse; see the module docstring."""
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

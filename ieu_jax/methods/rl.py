@@ -18,17 +18,18 @@ Hyperparameters: :class:`RLHParams`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import optax
 
+from ieu_jax import _program
 from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
-__all__ = ["RLHParams", "random_labels", "relabel_descent", "relabel_objective", "run",
+__all__ = ["RLHParams", "program", "random_labels", "relabel_descent", "relabel_objective",
            "unlearn"]
 
 
@@ -98,52 +99,46 @@ def relabel_descent(
   return training.descent_on(relabel_objective(apply_fn, num_classes, exclude_true), tx)
 
 
-def run(
-    problem: base.Problem,
-    hparams: RLHParams,
-    key: jax.Array,
-    tx: optax.GradientTransformation | None = None,
-    name: str = "RL",
-) -> Any:
-  """RL's epochs (forget pass with random labels, then retain pass) with ``tx``.
+def program(problem: base.Problem, hparams: RLHParams, name: str = "RL",
+            tx: Callable[[Mapping[str, Any]], optax.GradientTransformation] | None = None,
+            arrays: tuple[str, ...] = base.SGD_ARRAYS) -> _program.Program:
+  """RL's program: per epoch a forget pass under random labels, then a retain pass.
 
   Args:
     problem: the unlearning problem.
-    hparams: RL's hyperparameters (or a subclass's, such as SalUn's).
-    key: PRNG key for data order and random labels.
-    tx: the optimizer; default the baselines' SGD of ``hparams``
-      (SalUn passes a masked one).
-    name: the phase name in logs and errors.
-
-  Returns:
-    The unlearned params.
+    hparams: RL's hyperparameters (or a subclass's, such as SalUn's): the static ones.
+    name: the method's name.
+    tx: ``tx(hp) -> optimizer`` from the step's hyperparameter arrays; default the
+      baselines' SGD (:func:`ieu_jax.methods.base.sgd_from`; SalUn passes a masked one).
+    arrays: the hyperparameters passed as arrays.
   """
-  tx = hparams.optimizer() if tx is None else tx
-  epochs, batch_size = hparams.epochs, hparams.batch_size
-  forget_step = training.make_indexed_step(
-      relabel_descent(problem.apply_fn, tx, problem.num_classes, hparams.exclude_true)
-  )
-  retain_step = training.make_indexed_step(
-      training.descent_on(training.classifier_objective(problem.apply_fn), tx))
-  forget_key, retain_key = jax.random.split(key)
-  params, opt_state = problem.original, tx.init(_state.trainable(problem.original))
-  forget = (problem.forget.x, problem.forget.y)
-  retain = (problem.retain.x, problem.retain.y)
-  for epoch in range(epochs):
-    params, opt_state = training.fit(
-        params, opt_state, forget_step, forget, epochs=1, batch_size=batch_size,
-        key=jax.random.fold_in(forget_key, epoch),
-        name=f"{name} forget pass, epoch {epoch + 1}/{epochs}",
-    )
-    params, opt_state = training.fit(
-        params, opt_state, retain_step, retain, epochs=1, batch_size=batch_size,
-        key=jax.random.fold_in(retain_key, epoch),
-        name=f"{name} retain pass, epoch {epoch + 1}/{epochs}",
-    )
-  return params
+  tx = base.sgd_from if tx is None else tx
+  forget_loss = relabel_objective(problem.apply_fn, problem.num_classes, hparams.exclude_true)
+  retain_loss = training.classifier_objective(problem.apply_fn)
+
+  def forget_step(variables, opt_state, batch, key, hp):
+    return training.descent_on(forget_loss, tx(hp))(variables, opt_state, batch, key)
+
+  def retain_step(variables, opt_state, batch, key, hp):
+    return training.descent_on(retain_loss, tx(hp))(variables, opt_state, batch, key)
+
+  def segments(key, budget):
+    forget_key, retain_key = jax.random.split(key)
+    for epoch in _program.epochs_then_steps(hparams.epochs, budget):
+      for kind, k in (("forget", forget_key), ("retain", retain_key)):
+        # As one epoch of training.fit keyed by fold_in(k, epoch): its epoch 0.
+        yield _program.Segment(kind, kind, hparams.batch_size,
+                               jax.random.fold_in(jax.random.fold_in(k, epoch), 0),
+                               f"{kind} pass, epoch {epoch + 1}")
+
+  return _program.Program(
+      steps={"forget": forget_step, "retain": retain_step},
+      init=lambda params, hp, key: tx(hp).init(params), segments=segments, arrays=arrays,
+      data={"forget": (problem.forget.x, problem.forget.y),
+            "retain": (problem.retain.x, problem.retain.y)})
 
 
 def unlearn(problem: base.Problem, hparams: RLHParams, key: jax.Array, *,
             name: str = "RL") -> Any:
   """RL with the baselines' SGD; see the module docstring."""
-  return run(problem, hparams, key, name=name)
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

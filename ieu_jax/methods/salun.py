@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ieu_jax import _program
 from ieu_jax import _state
 from ieu_jax._steps import ApplyFn
 from ieu_jax.methods import base
@@ -170,9 +171,9 @@ def keep_masked(mask: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
-            name: str = "SalUn") -> Any:
-  """SalUn; see the module docstring."""
+def program(problem: base.Problem, hparams: SalUnHParams, name: str = "SalUn") -> _program.Program:
+  """SalUn's program: RL's passes with the optimizer masked by the saliency of the
+  original's forget gradient (computed once, when the program is built)."""
   mode = hparams.mask_applies_to
   if mode not in MASK_MODES:
     raise ValueError(f"mask_applies_to={mode!r}: use one of {MASK_MODES}.")
@@ -181,6 +182,16 @@ def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
       hparams.batch_size,
   )
   mask = saliency_mask(grads, hparams.mask_fraction)
-  sgd = hparams.optimizer()
-  tx = optax.chain(sgd, keep_masked(mask)) if mode == "updates" else optax.chain(keep_masked(mask), sgd)
-  return rl.run(problem, hparams, key, tx=tx, name=name)
+
+  def tx(hp):
+    sgd = base.sgd_from(hp)
+    return (optax.chain(sgd, keep_masked(mask)) if mode == "updates"
+            else optax.chain(keep_masked(mask), sgd))
+
+  return rl.program(problem, hparams, name, tx=tx)
+
+
+def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
+            name: str = "SalUn") -> Any:
+  """SalUn; see the module docstring."""
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

@@ -39,19 +39,21 @@ Hyperparameters: :class:`SCRUBHParams`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from ieu_jax import _program
 from ieu_jax import _state
 from ieu_jax import training
 from ieu_jax._steps import ApplyFn, softmax_cross_entropy
 from ieu_jax.methods import base
 
 __all__ = ["SCRUBHParams", "distill_kl", "max_objective", "max_step", "min_objective",
-           "min_step", "passes", "unlearn"]
+           "min_step", "passes", "program", "unlearn"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,33 +154,46 @@ def passes(epochs: int, msteps: int) -> list[tuple[str, ...]]:
   return [("max", "min") if e < msteps else ("min",) for e in range(epochs)]
 
 
+SCRUB_ARRAYS = base.SGD_ARRAYS + ("temperature", "gamma", "alpha")
+
+
+def program(problem: base.Problem, hparams: SCRUBHParams, name: str = "SCRUB") -> _program.Program:
+  """SCRUB's program: :func:`passes` of max steps (forget) and min steps (retain),
+  one optimizer for both, the teacher (the original) frozen."""
+  batch_size = hparams.batch_size
+  forget_batch_size = batch_size if hparams.forget_batch_size is None else hparams.forget_batch_size
+  apply_fn = problem.apply_fn
+
+  def max_(variables, opt_state, batch, key, hp, teacher):
+    return max_step(apply_fn, base.sgd_from(hp), hp["temperature"])(
+        variables, opt_state, batch, key, teacher)
+
+  def min_(variables, opt_state, batch, key, hp, teacher):
+    return min_step(apply_fn, base.sgd_from(hp), hp["temperature"], hp["gamma"], hp["alpha"])(
+        variables, opt_state, batch, key, teacher)
+
+  def segments(key, budget):
+    keys = dict(zip(("max", "min"), jax.random.split(key)))
+    sizes = {"max": ("forget", forget_batch_size), "min": ("retain", batch_size)}
+    epochs = (passes(hparams.epochs, hparams.msteps) if budget is None
+              else (("max", "min") if e < hparams.msteps else ("min",) for e in itertools.count()))
+    for epoch, kinds in enumerate(epochs):
+      for kind in kinds:
+        data, size = sizes[kind]
+        yield _program.Segment(kind, data, size,
+                               jax.random.fold_in(jax.random.fold_in(keys[kind], epoch), 0),
+                               f"{kind} pass, epoch {epoch + 1}")
+
+  return _program.Program(
+      steps={"max": max_, "min": min_},
+      init=lambda params, hp, key: base.sgd_from(hp).init(params), segments=segments,
+      arrays=SCRUB_ARRAYS,
+      data={"forget": (problem.forget.x, problem.forget.y),
+            "retain": (problem.retain.x, problem.retain.y)},
+      aux=(problem.original,))
+
+
 def unlearn(problem: base.Problem, hparams: SCRUBHParams, key: jax.Array, *,
             name: str = "SCRUB") -> Any:
   """SCRUB; see the module docstring."""
-  tx = hparams.optimizer()
-  epochs, msteps, batch_size = hparams.epochs, hparams.msteps, hparams.batch_size
-  temperature, gamma, alpha = hparams.temperature, hparams.gamma, hparams.alpha
-  forget_batch_size = (batch_size if hparams.forget_batch_size is None
-                       else hparams.forget_batch_size)
-  apply_fn = problem.apply_fn
-  steps = {
-      "max": training.make_indexed_step(max_step(apply_fn, tx, temperature)),
-      "min": training.make_indexed_step(min_step(apply_fn, tx, temperature, gamma, alpha)),
-  }
-  data = {
-      "max": ((problem.forget.x, problem.forget.y), forget_batch_size),
-      "min": ((problem.retain.x, problem.retain.y), batch_size),
-  }
-  teacher = problem.original
-  params, opt_state = teacher, tx.init(_state.trainable(teacher))
-  max_key, min_key = jax.random.split(key)
-  keys = {"max": max_key, "min": min_key}
-  for epoch, kinds in enumerate(passes(epochs, msteps)):
-    for kind in kinds:
-      (xy, bs) = data[kind]
-      params, opt_state = training.fit(
-          params, opt_state, steps[kind], xy, epochs=1, batch_size=bs,
-          key=jax.random.fold_in(keys[kind], epoch),
-          name=f"{name} {kind} pass, epoch {epoch + 1}/{epochs}", aux=(teacher,),
-      )
-  return params
+  return base.run_program(program(problem, hparams, name), problem, hparams, key, name)

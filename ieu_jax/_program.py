@@ -1,0 +1,261 @@
+"""Unlearning methods as programs: jittable steps whose hyperparameters are arrays.
+
+A method's run is a sequence of *segments*: passes of one kind of step over one
+data set (RL: a forget pass under random labels, then a retain pass; SCRUB: max
+and min passes; IEU: epochs over the forget set), each with its batch indices and
+step keys fixed in advance by the method's key. A :class:`Program` names the kinds
+of step, says which segments follow each other, and which hyperparameters are
+*arrays* (the step sizes, scales, decays and noise levels: traced values, so one
+compiled step serves every setting) rather than *static* (batch sizes, pass
+counts, which terms exist: they shape the program).
+
+:func:`run` executes a program for one setting: the path of every method's
+``unlearn``. :func:`run_stacked` executes it for ``G`` settings at once, their
+models stacked along a leading axis and their hyperparameters passed as ``(G,)``
+arrays, every step one compiled call for all of them. Both draw the same batches
+and keys, so setting ``g`` of a stacked run is the single run with its
+hyperparameters (``tests/test_sweep.py``).
+
+**Budgets.** A run is as long as its method's ``epochs`` over the method's data,
+or, when the hyperparameters give ``steps``, exactly that many optimizer steps:
+the segments repeat epoch after epoch and the run stops after ``steps`` steps,
+wherever that falls (a step budget is the same for every method and every forget
+set size; an epoch's length is not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from ieu_jax import _state
+from ieu_jax.training import NonFiniteError, epoch_indices, fresh_copy, tree_is_finite
+
+__all__ = ["LAYOUTS", "Program", "Segment", "run", "run_stacked"]
+
+LAYOUTS = ("map", "vmap")
+
+
+class Segment(NamedTuple):
+  """One pass: ``epoch_indices(epoch_key, n, batch_size)`` batches of ``data``.
+
+  Step ``i`` of the pass (0-based) gets the key ``fold_in(epoch_key, i + 1)``,
+  as :func:`ieu_jax.training.fit` gives its steps.
+
+  Attributes:
+    kind: the step it runs (a key of :attr:`Program.steps`).
+    data: ``"forget"`` or ``"retain"``.
+    batch_size: examples per step.
+    epoch_key: the pass's key.
+    name: the pass, for logs and errors.
+    values: None, or ``values(hparams) -> {name: float}``: hyperparameters that
+      hold for this pass only, computed on the host from a setting's values (for
+      example l1-sparse's penalty weight of this epoch) and passed to its steps
+      beside the setting's own.
+  """
+
+  kind: str
+  data: str
+  batch_size: int
+  epoch_key: jax.Array
+  name: str
+  values: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A method with its static hyperparameters bound and its array ones left free.
+
+  Attributes:
+    steps: ``{kind: loss_and_update(variables, opt_state, batch, key, hp, *aux)}``
+      returning ``(variables, opt_state, loss)``; ``hp`` maps each name of
+      :attr:`arrays` (and of a segment's ``values``) to a scalar array.
+    init: ``init(params, hp, key) -> opt_state`` (the trainable params only).
+    segments: ``segments(key, budget) -> iterable of Segment``: the passes in
+      order, from the method's key. With ``budget`` None they are the method's
+      epochs; with a step budget they may go on for ever (:func:`run` stops after
+      ``budget`` steps).
+    arrays: the hyperparameters passed as arrays.
+    data: ``{"forget": (x, y), "retain": (x, y)}``, on the device.
+    aux: arrays every step receives after ``hp``, the same for every setting
+      (the retain set IEU samples from, SCRUB's teacher).
+  """
+
+  steps: Mapping[str, Callable[..., tuple[Any, Any, jax.Array]]]
+  init: Callable[[Any, Mapping[str, jax.Array], jax.Array], Any]
+  segments: Callable[[jax.Array, int | None], Iterable[Segment]]
+  arrays: tuple[str, ...]
+  data: Mapping[str, tuple[jax.Array, jax.Array]]
+  aux: tuple[Any, ...] = ()
+
+
+def _passes(program: Program, key: jax.Array, budget: int | None):
+  """``(segment, batches)`` in order, the last one cut so the steps total ``budget``."""
+  done = 0
+  for seg in program.segments(key, budget):
+    if budget is not None and done >= budget:
+      return
+    n = int(program.data[seg.data][1].shape[0])
+    if n == 0:
+      raise ValueError(f"{seg.name}: the {seg.data} set is empty.")
+    batches = epoch_indices(seg.epoch_key, n, seg.batch_size)
+    if budget is not None:
+      batches = batches[: budget - done]
+    done += int(batches.shape[0])
+    yield seg, batches
+  if budget is not None and done < budget:
+    raise ValueError(f"the program ended after {done} of its {budget} steps.")
+
+
+def _single_step(fn: Callable) -> Callable:
+  def step(variables, opt_state, x, y, idx, key, hp, *aux):
+    variables, opt_state, loss = fn(variables, opt_state, (x[idx], y[idx]), key, hp, *aux)
+    return variables, opt_state, tree_is_finite(variables) & jnp.isfinite(loss)
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _hp_arrays(values: Mapping[str, Any], dtype=jnp.float32) -> dict[str, jax.Array]:
+  return {k: jnp.asarray(v, dtype) for k, v in values.items()}
+
+
+def run(program: Program, variables: Any, values: Mapping[str, float], key: jax.Array, *,
+        budget: int | None = None, name: str = "unlearn",
+        log_every_s: float = 10.0) -> Any:
+  """Runs ``program`` for one setting; returns the unlearned variables.
+
+  Args:
+    program: the method's program.
+    variables: the original model's variables (copied; the caller's stay valid).
+    values: the setting's values of ``program.arrays``.
+    key: the method's key.
+    budget: None (the method's epochs) or the number of optimizer steps.
+    name: the method, for logs and errors.
+    log_every_s: progress is logged at most this often.
+
+  Raises:
+    NonFiniteError: when the weights or a loss stop being finite (checked at the
+      end of each pass, naming it).
+  """
+  _check_values(program, values)
+  steps = {kind: _single_step(fn) for kind, fn in program.steps.items()}
+  hp = _hp_arrays(values)
+  opt_state = program.init(_state.trainable(variables), hp, key)
+  variables, opt_state = fresh_copy((variables, opt_state))
+  start = last = time.perf_counter()
+  for seg, batches in _passes(program, key, budget):
+    x, y = program.data[seg.data]
+    seg_hp = hp if seg.values is None else {**hp, **_hp_arrays(seg.values(values))}
+    finite = jnp.array(True)
+    for i in range(batches.shape[0]):
+      variables, opt_state, ok = steps[seg.kind](
+          variables, opt_state, x, y, batches[i], jax.random.fold_in(seg.epoch_key, i + 1),
+          seg_hp, *program.aux)
+      finite = finite & ok
+    if not bool(finite):
+      raise NonFiniteError(
+          f"{name}: a NaN or infinity appeared in the weights or the loss during {seg.name};"
+          " lower the learning rate or the ascent scale.")
+    now = time.perf_counter()
+    if now - last >= log_every_s:
+      logging.info("%s: %s done, %.1fs elapsed", name, seg.name, now - start)
+      last = now
+  return variables
+
+
+def _check_values(program: Program, values: Mapping[str, Any]) -> None:
+  missing = sorted(set(program.arrays) - set(values))
+  extra = sorted(set(values) - set(program.arrays))
+  if missing or extra:
+    raise ValueError(f"hyperparameter arrays: missing {missing}, unexpected {extra}"
+                     f" (the program takes {list(program.arrays)}).")
+
+
+def _stacked_step(fn: Callable, layout: str) -> Callable:
+  """One compiled step for ``G`` settings sharing the batch and the key."""
+
+  def step(variables, opt_state, x, y, idx, key, hp, *aux):
+    batch = (x[idx], y[idx])
+
+    def one(v, o, h):
+      v, o, loss = fn(v, o, batch, key, h, *aux)
+      return v, o, tree_is_finite(v) & jnp.isfinite(loss)
+
+    if layout == "vmap":
+      return jax.vmap(one)(variables, opt_state, hp)
+    return jax.lax.map(lambda a: one(*a), (variables, opt_state, hp))
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def stack(tree: Any, num: int) -> Any:
+  """``num`` copies of ``tree`` stacked along a new leading axis."""
+  return jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)).copy(), tree)
+
+
+def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
+                key: jax.Array, *, budget: int | None = None, layout: str = "map",
+                name: str = "sweep") -> tuple[Any, np.ndarray]:
+  """Runs ``program`` for ``G = len(values)`` settings as one program per step.
+
+  Every setting starts from ``variables``, sees the same batches and keys (the
+  method's key), and differs only in its hyperparameter arrays; a setting whose
+  weights or loss stop being finite is marked diverged and the others go on.
+
+  Args:
+    program: the method's program.
+    variables: the original model's variables.
+    values: per setting, its values of ``program.arrays``.
+    key: the method's key.
+    budget: None (the method's epochs) or the number of optimizer steps.
+    layout: ``"map"`` (the settings one after the other inside each compiled
+      step, ``lax.map``) or ``"vmap"`` (vectorised: on XLA:CPU a vmapped
+      convolution becomes a grouped one, slower there; on accelerators the
+      natural choice). The numbers agree to float rounding.
+    name: for logs.
+
+  Returns:
+    ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
+    ``(G,)`` boolean array, True where a setting diverged.
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}.")
+  if not values:
+    raise ValueError("run_stacked needs at least one setting.")
+  for v in values:
+    _check_values(program, v)
+  num = len(values)
+  hp = {k: jnp.asarray([v[k] for v in values], jnp.float32) for k in program.arrays}
+  steps = {kind: _stacked_step(fn, layout) for kind, fn in program.steps.items()}
+  params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
+                        _state.trainable(variables))
+  opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
+  stacked, opt_state = fresh_copy((stack(variables, num), opt_state))
+  finite = jnp.ones(num, bool)
+  start = time.perf_counter()
+  for seg, batches in _passes(program, key, budget):
+    x, y = program.data[seg.data]
+    seg_hp = hp
+    if seg.values is not None:
+      per = [seg.values(v) for v in values]
+      seg_hp = {**hp, **{k: jnp.asarray([p[k] for p in per], jnp.float32) for k in per[0]}}
+    for i in range(batches.shape[0]):
+      stacked, opt_state, ok = steps[seg.kind](
+          stacked, opt_state, x, y, batches[i], jax.random.fold_in(seg.epoch_key, i + 1),
+          seg_hp, *program.aux)
+      finite = finite & ok
+  logging.info("%s: %d settings in %.1fs", name, num, time.perf_counter() - start)
+  return stacked, ~np.asarray(finite)
+
+
+def epochs_then_steps(epochs: int, budget: int | None) -> Iterable[int]:
+  """The epoch numbers a method's segments run: ``range(epochs)``, or every epoch
+  (``0, 1, ...``) when the budget is in steps (the run stops after ``budget`` steps)."""
+  return range(epochs) if budget is None else itertools.count()
