@@ -54,6 +54,9 @@ CLAIMS = {
                                " of FT, RL, SCRUB and SalUn at matched utility",
 }
 
+# Float slack on a bound: a loss of 3.0000000000000004 points counts as within 3.
+_TOLERANCE = 1e-9
+
 _SUPPORTED, _NOT, _WITHIN, _NA = "supported", "not supported", "within seed spread", "n/a"
 
 
@@ -220,7 +223,7 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
   return float(v.mean()), float(v.std())
 
 
-def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, key: str,
+def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, name: str, key: str,
              better: str) -> dict[str, Any]:
   """One baseline's verdict on one measure: IEU's mean against the baseline's."""
   if other is None:
@@ -228,7 +231,7 @@ def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, key: str,
   a, sa = ieu[f"{key}_mean"], ieu[f"{key}_std"]
   b, sb = other[f"{key}_mean"], other[f"{key}_std"]
   if a is None or b is None:
-    who = " and ".join(n for n, v in (("IEU", a), ("the baseline", b)) if v is None)
+    who = " and ".join(n for n, v in (("IEU", a), (name, b)) if v is None)
     return {"verdict": _NA, "why": f"{who}: no value on some seed"}
   diff, spread = a - b, sa + sb
   if abs(diff) <= spread:
@@ -271,7 +274,7 @@ def matched_utility(frontier: Mapping[str, Any],
   """Methods compared at matched utility, per scenario and utility-loss bound.
 
   On each seed, a method's *eligible* settings are those that did not diverge and
-  lose at most ``bound`` points of utility. Its best gap on that seed is the
+  lose at most ``bound`` points of utility (with 1e-9 points of float slack). Its best gap on that seed is the
   smallest forgetting gap among them; its best RCD is the highest worst-case
   normalised RCD among the eligible settings that have one (RCD is computed for
   some settings only). Then mean and std over seeds.
@@ -317,7 +320,7 @@ def matched_utility(frontier: Mapping[str, Any],
         gaps, rcds = [], []
         for run in runs:
           ok = [s for s in run["methods"].get(name, ())
-                if not s["diverged"] and s["utility_loss"] <= bound]
+                if not s["diverged"] and s["utility_loss"] <= bound + _TOLERANCE]
           gaps.append(min((s["forgetting_gap"] for s in ok), default=None))
           rcds.append(max((r for r in map(_rcd_worst, ok) if r is not None), default=None))
         gap_mean, gap_std = _mean_std(gaps)
@@ -336,7 +339,7 @@ def matched_utility(frontier: Mapping[str, Any],
         if "IEU" not in methods:
           versus = {b: {"verdict": _NA, "why": "IEU was not run"} for b in BASELINES}
         else:
-          versus = {b: _compare(methods["IEU"], methods.get(b), key, better) for b in BASELINES}
+          versus = {b: _compare(methods["IEU"], methods.get(b), b, key, better) for b in BASELINES}
         claims[claim] = {"verdict": _overall(versus), "versus": versus}
       out[scenario][bound] = {
           "seeds": [run["seed"] for run in runs], "methods": methods, "claims": claims,
@@ -344,3 +347,176 @@ def matched_utility(frontier: Mapping[str, Any],
           "highest_worst_case_rcd": _best(methods, "rcd", "higher"),
       }
   return out
+
+
+def _verdict_detail(c: Mapping[str, Any]) -> str:
+  """One claim's per-baseline verdicts, with the numbers behind each."""
+  parts = []
+  for b, v in c["versus"].items():
+    if "why" in v:
+      parts.append(f"{b} n/a ({v['why']})")
+    else:
+      parts.append(f"{b} {v['verdict']} (IEU {outputs.fmt(v['ieu'])} vs {outputs.fmt(v['baseline'])},"
+                   f" difference {outputs.fmt(v['difference'])}, spread {outputs.fmt(v['spread'])})")
+  return "; ".join(parts)
+
+
+def frontier_markdown(frontier: Mapping[str, Any], bounds: Sequence[float] = (1.0, 3.0)) -> str:
+  """The frontier's report: verdicts per bound, then a table per scenario and bound.
+
+  Every number is computed here from ``frontier`` (:func:`annotate`,
+  :func:`matched_utility`); none is typed in.
+
+  Args:
+    frontier: the ``frontier.json`` object.
+    bounds: the utility-loss bounds, points.
+
+  Returns:
+    Markdown text, ending in a newline.
+
+  Raises:
+    ValueError: as :func:`matched_utility`.
+  """
+  fmt = outputs.fmt
+  annotated = annotate(frontier)
+  matched = matched_utility(annotated, bounds)
+  by_scenario = _scenarios(annotated["runs"])
+  lines = [
+      "# Hyperparameter frontier: forgetting against utility",
+      "",
+      "Percentages. Forgetting gap: |UA - UA_Retrain| + |MIA - MIA_Retrain| (0: forgets as"
+      " Retrain does). Utility loss: max(0, RA_Retrain - RA) + max(0, TA_Retrain - TA) (0: at"
+      " least Retrain's utility). At matched utility, a method's eligible settings on a seed"
+      " are those that did not diverge and lose at most the bound; its best gap is the"
+      " smallest gap among them, its best RCD the highest worst-case normalised RCD among"
+      " those that have one (RCD is computed for some settings only). Mean ± std over seeds"
+      " (population std); a method with no eligible setting on some seed gets no mean (n/a)."
+      " A verdict is supported or not supported only where IEU's mean and the baseline's"
+      " differ by more than the sum of their stds; otherwise within seed spread. A claim"
+      " overall: not supported if any baseline clearly beats IEU, else n/a if any comparison"
+      " is n/a, else within seed spread if any is, else supported. Pareto set: the settings of"
+      " a method on a seed that no other setting beats on both gap and loss.",
+      "",
+  ]
+  scenarios = list(matched)
+  for bound in _check_bounds(bounds):
+    lines += [f"## Verdicts at utility loss <= {fmt(bound)} points", ""]
+    rows = [[text] + [matched[s][bound]["claims"][key]["verdict"] for s in scenarios]
+            for key, text in CLAIMS.items()]
+    lines += [outputs.markdown_table(["claim"] + scenarios, rows), ""]
+    for s in scenarios:
+      b = matched[s][bound]
+      for key in CLAIMS:
+        lines.append(f"- {s}, claim {key.split('_')[0]}: {_verdict_detail(b['claims'][key])}.")
+      lines.append(f"- {s}: smallest mean gap: {', '.join(b['smallest_gap']) or 'n/a'};"
+                   f" highest mean worst-case RCD: {', '.join(b['highest_worst_case_rcd']) or 'n/a'}.")
+    lines.append("")
+  for s in scenarios:
+    runs = by_scenario[s]
+    seeds = ", ".join(str(run["seed"]) for run in runs)
+    lines += [f"## {s}", "", f"Seeds {seeds} (per-seed columns in this order).", ""]
+    for bound in matched[s]:
+      b = matched[s][bound]
+      rows = []
+      for name, m in b["methods"].items():
+        pareto = ", ".join(str(run["pareto_size"].get(name, 0)) for run in runs)
+        diverged = ", ".join(f"{run['diverged_settings'].get(name, 0)}/{len(run['methods'].get(name, ()))}"
+                             for run in runs)
+        rows.append([name, f"{m['seeds_with']}/{len(runs)}",
+                     outputs.fmt_mean_std(m["gap_mean"], m["gap_std"]),
+                     outputs.fmt_mean_std(m["rcd_mean"], m["rcd_std"]),
+                     f"{m['rcd_seeds_with']}/{len(runs)}", pareto, diverged])
+      header = ["method", "seeds with an eligible setting", "best gap", "best worst-case RCD",
+                "seeds with an eligible RCD", "Pareto-set size per seed",
+                "diverged settings per seed"]
+      lines += [f"### Utility loss <= {fmt(bound)} points", "",
+                outputs.markdown_table(header, rows), ""]
+  return "\n".join(lines)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def plot_frontier(frontier: Mapping[str, Any], scenario: str, path: str,
+                  seed: Any = None) -> dict[str, Any]:
+  """Draws one scenario's frontier on one seed to ``path`` (PNG through matplotlib, Agg).
+
+  x is the utility loss, y the forgetting gap (lower-left is better; Retrain, the
+  reference, is the star at the origin). Each method's settings are points with a
+  marker of their own, coloured by worst-case normalised RCD (a colourbar; grey
+  where RCD was not computed; no colourbar when no setting has one); its Pareto
+  set is joined by a step curve (the edge of the region its settings beat).
+  Diverged settings have no coordinates: the legend counts them. One seed, not
+  all: the Pareto set is a per-seed notion, and points of several seeds in one
+  panel would mix frontiers.
+
+  Args:
+    frontier: the ``frontier.json`` object.
+    scenario: the scenario to draw.
+    path: where to write the figure.
+    seed: the seed to draw; None: the smallest seed of the scenario.
+
+  Returns:
+    What was drawn: ``{"seed", "methods": {name: {"loss", "gap", "rcd",
+    "pareto_loss", "pareto_gap", "diverged"}}}`` (settings that did not diverge,
+    in their order; the Pareto points sorted by loss).
+
+  Raises:
+    ValueError: an unknown scenario or seed, or as :func:`annotate`.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  by_scenario = _scenarios(annotate(frontier)["runs"])
+  if scenario not in by_scenario:
+    raise ValueError(f"unknown scenario {scenario!r}: the frontier has {sorted(by_scenario)}.")
+  runs = {run["seed"]: run for run in by_scenario[scenario]}
+  if seed is None:
+    seed = min(runs)
+  if seed not in runs:
+    raise ValueError(f"scenario {scenario!r} has no seed {seed!r}: it has {sorted(runs)}.")
+  run = runs[seed]
+  drawn = {}
+  for name, settings in run["methods"].items():
+    ok = [s for s in settings if not s["diverged"]]
+    pareto = sorted((s["utility_loss"], s["forgetting_gap"]) for s in ok if s["pareto"])
+    drawn[name] = {"loss": [s["utility_loss"] for s in ok],
+                   "gap": [s["forgetting_gap"] for s in ok],
+                   "rcd": [_rcd_worst(s) for s in ok],
+                   "pareto_loss": [p[0] for p in pareto], "pareto_gap": [p[1] for p in pareto],
+                   "diverged": run["diverged_settings"][name]}
+  rcds = [r for d in drawn.values() for r in d["rcd"] if r is not None]
+  norm = matplotlib.colors.Normalize(min(rcds), max(rcds)) if rcds else None
+  cmap = matplotlib.colormaps["viridis"]
+  fig, ax = plt.subplots(figsize=(7.5, 5.5))
+  for k, (name, d) in enumerate(drawn.items()):
+    marker = _MARKERS[k % len(_MARKERS)]
+    label = name + (f" ({d['diverged']} diverged)" if d["diverged"] else "")
+    line, = ax.plot(d["pareto_loss"], d["pareto_gap"], drawstyle="steps-post", lw=1.2,
+                    gid=f"{name}:pareto")
+    has = [i for i, r in enumerate(d["rcd"]) if r is not None]
+    grey = [i for i, r in enumerate(d["rcd"]) if r is None]
+    if has:
+      ax.scatter([d["loss"][i] for i in has], [d["gap"][i] for i in has],
+                 c=[d["rcd"][i] for i in has], cmap=cmap, norm=norm, marker=marker, s=45,
+                 edgecolors=line.get_color(), linewidths=1.2, zorder=3, gid=f"{name}:rcd")
+    if grey:
+      ax.scatter([d["loss"][i] for i in grey], [d["gap"][i] for i in grey], color="0.65",
+                 marker=marker, s=45, edgecolors=line.get_color(), linewidths=1.2, zorder=3,
+                 gid=f"{name}:no-rcd")
+    ax.scatter([], [], marker=marker, color="w", edgecolors=line.get_color(), label=label)
+  ax.scatter([0.0], [0.0], marker="*", s=180, color="k", zorder=4, label="Retrain (reference)",
+             gid="Retrain")
+  if norm is not None:
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+                 label="worst-case normalised RCD (grey: not computed)")
+  ax.set_xlabel("utility loss (points below Retrain's RA and TA)")
+  ax.set_ylabel("forgetting gap (|UA - UA_R| + |MIA - MIA_R|)")
+  ax.set_title(f"{scenario}, seed {seed}: each method's settings; lines: Pareto sets\n"
+               "(lower-left is better)", fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  outputs.save_figure(fig, path, dpi=120)
+  return {"seed": seed, "methods": drawn}

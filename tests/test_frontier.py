@@ -148,7 +148,7 @@ def _hand_frontier():
           "RL": [_at(1.9, 0.9, 1.45)],
           "SCRUB": [_at(0.5, 0.1, 3.0)],
           "SalUn": [_at(1.0, 5.0, 2.0), _diverged()]},
-      1: {"IEU": [_at(2.2, 0.8, 1.3), _at(1.2, 2.5), _at(0.1, 3.5, 9.0)],
+      1: {"IEU": [_at(2.2, 0.8, 1.3), _at(1.2, 2.5), _at(0.1, 3.5, 9.0), _at(3.0, 3.0, 1.0)],
           "FT": [_at(5.4, 0.0, 1.1), _at(3.2, 2.0)],
           "RL": [_at(2.1, 0.5, 1.35)],
           "SCRUB": [_at(0.7, 0.3, 3.2)],
@@ -274,3 +274,94 @@ def test_matched_utility_names_bad_bounds():
   for bad in ((), (-1.0,), (math.nan,), ("1",)):
     with pytest.raises(ValueError, match="bound"):
       frontier.matched_utility(_hand_frontier(), bounds=bad)
+
+
+def test_matched_utility_bound_has_float_slack():
+  retrain = dict(RETRAIN, RA=90.2, TA=90.0)
+  s = _setting(11.0, 90.1, 87.1, 20.0, rcd=1.0)  # loses 0.1 + 2.9 points, in floats
+  assert frontier.utility_loss(s, retrain) > 3.0
+  m = frontier.matched_utility({"runs": [_run("s", 0, {"IEU": [s]}, retrain)]},
+                               bounds=(3.0, 2.99))
+  assert m["s"][3.0]["methods"]["IEU"]["gap"] == pytest.approx([1.0])
+  assert m["s"][2.99]["methods"]["IEU"]["gap"] == [None]
+
+
+# ----------------------------------------------------------------------------- report
+
+def test_frontier_markdown_by_hand():
+  md = frontier.frontier_markdown(_hand_frontier())
+  claim1, claim2 = frontier.CLAIMS.values()
+  b1 = md[md.index("## Verdicts at utility loss <= 1.00"):md.index("## Verdicts at utility loss <= 3.00")]
+  assert f"| {claim1} | not supported | supported | n/a |" in b1
+  assert f"| {claim2} | not supported | supported | n/a |" in b1
+  assert ("random10, claim 1: FT supported (IEU 2.10 vs 5.20, difference -3.10, spread 0.30);"
+          " RL within seed spread (IEU 2.10 vs 2.00, difference 0.10, spread 0.20); SCRUB not"
+          " supported (IEU 2.10 vs 0.60, difference 1.50, spread 0.20); SalUn n/a (SalUn: no"
+          " value on some seed).") in b1
+  assert "- random10: smallest mean gap: SCRUB; highest mean worst-case RCD: SCRUB." in b1
+  r10 = md[md.index("## random10"):md.index("## random30")]
+  t1 = r10[r10.index("### Utility loss <= 1.00"):r10.index("### Utility loss <= 3.00")]
+  t3 = r10[r10.index("### Utility loss <= 3.00"):]
+  assert "| IEU | 2/2 | 2.10 ± 0.10 | 1.40 ± 0.10 | 2/2 | 3, 3 | 1/4, 0/4 |" in t1
+  assert "| SalUn | 1/2 | n/a | n/a | 1/2 | 1, 1 | 1/2, 0/1 |" in t1
+  assert "| IEU | 2/2 | 1.10 ± 0.10 | 1.65 ± 0.35 | 2/2 | 3, 3 | 1/4, 0/4 |" in t3
+  assert "| FT | 2/2 | 3.10 ± 0.10 | 1.15 ± 0.05 | 2/2 | 2, 2 | 0/2, 0/2 |" in t3
+  assert "Seeds 0, 1 (per-seed columns in this order)." in r10
+  # Each bound's verdict table has that bound's verdicts: IEU loses within 1 point of
+  # utility loss and wins within 3.
+  f = {"runs": [_run("s", 0, {n: [_at(2.0, 0.5, 1.0)] for n in frontier.BASELINES}
+                     | {"IEU": [_at(5.0, 0.5, 0.5), _at(0.5, 2.5, 3.0)]})]}
+  md = frontier.frontier_markdown(f)
+  at1 = md[md.index("## Verdicts at utility loss <= 1.00"):md.index("## Verdicts at utility loss <= 3.00")]
+  at3 = md[md.index("## Verdicts at utility loss <= 3.00"):md.index("## s\n")]
+  assert f"| {claim1} | not supported |" in at1 and f"| {claim2} | not supported |" in at1
+  assert f"| {claim1} | supported |" in at3 and f"| {claim2} | supported |" in at3
+
+
+def test_plot_frontier_draws_the_computed_points(tmp_path, monkeypatch):
+  drawn_figures = []
+  save = outputs.save_figure
+
+  def spy(fig, path, **kwargs):
+    artists = {a.get_gid(): a for ax in fig.axes for a in ax.collections + ax.lines if a.get_gid()}
+    drawn_figures.append((len(fig.axes), {
+        gid: (np.asarray(a.get_offsets()) if hasattr(a, "get_offsets")
+              else np.stack([a.get_xdata(), a.get_ydata()], 1), a)
+        for gid, a in artists.items()}))
+    return save(fig, path, **kwargs)
+
+  monkeypatch.setattr(outputs, "save_figure", spy)
+  f = _hand_frontier()
+  path = tmp_path / "frontier_random10.png"
+  got = frontier.plot_frontier(f, "random10", str(path), seed=1)
+  with open(path, "rb") as fh:
+    assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert got["seed"] == 1
+  n_axes, artists = drawn_figures[0]
+  assert n_axes == 2  # the panel and its colourbar
+  assert artists["Retrain"][0].tolist() == [[0.0, 0.0]]
+  run = next(r for r in f["runs"] if r["scenario"] == "random10" and r["seed"] == 1)
+  for name, settings in run["methods"].items():
+    ok = [s for s in settings if not s["diverged"]]
+    want = {(round(max(0, RETRAIN["RA"] - s["RA"]) + max(0, RETRAIN["TA"] - s["TA"]), 9),
+             round(abs(s["UA"] - RETRAIN["UA"]) + abs(s["MIA"] - RETRAIN["MIA"]), 9),
+             None if s["rcd"] is None else s["rcd"]["worst_case_normalized"]) for s in ok}
+    points = set()
+    if f"{name}:rcd" in artists:
+      xy, coll = artists[f"{name}:rcd"]
+      points |= {(round(x, 9), round(y, 9), c) for (x, y), c in zip(xy, coll.get_array())}
+    if f"{name}:no-rcd" in artists:
+      points |= {(round(x, 9), round(y, 9), None) for x, y in artists[f"{name}:no-rcd"][0]}
+    assert points == want, name
+    # The step curve joins exactly the brute-force Pareto points, by loss.
+    coords = [(x, y) for x, y, _ in want]
+    flags = _brute_pareto([y for _, y in coords], [x for x, _ in coords])
+    pareto = sorted(c for c, p in zip(coords, flags) if p)
+    line = artists[f"{name}:pareto"][0]
+    assert np.round(line, 9).tolist() == [list(p) for p in pareto], name
+  assert "IEU:no-rcd" in artists and "IEU:rcd" in artists  # seed 1: one IEU setting lacks RCD
+  assert len(artists["IEU:pareto"][0]) == 3 < len(got["methods"]["IEU"]["loss"])  # one beaten
+  with pytest.raises(ValueError, match="no seed 7"):
+    frontier.plot_frontier(f, "random10", str(path), seed=7)
+  with pytest.raises(ValueError, match="unknown scenario 'random99'"):
+    frontier.plot_frontier(f, "random99", str(path))
