@@ -145,9 +145,13 @@ def _rcd_worst(setting: Mapping[str, Any]) -> float | None:
   if rcd is None:
     return None
   value = rcd.get("worst_case_normalized")
-  if value is None or not math.isfinite(float(value)):
+  if value is None:
     return None
-  return float(value)
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"rcd has worst_case_normalized={value!r}, not a number.") from None
+  return value if math.isfinite(value) else None
 
 
 def annotate(frontier: Mapping[str, Any]) -> dict[str, Any]:

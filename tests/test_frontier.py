@@ -224,6 +224,24 @@ def test_matched_utility_ties_and_overall_order():
   assert b["claims"]["2_higher_worst_case_rcd"]["versus"]["FT"]["why"] == "IEU was not run"
 
 
+def test_matched_utility_counts_a_seed_that_did_not_run_a_method():
+  f = {"runs": [_run("s", 0, {"IEU": [_at(1.0, 0.0, 1.0)], "FT": [_at(2.0, 0.0)]}),
+                _run("s", 1, {"IEU": [_at(3.0, 0.0, 2.0)]})]}
+  m = frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]
+  assert m["methods"]["FT"]["gap"] == [2.0, None] and m["methods"]["FT"]["seeds_without"] == 1
+  assert m["methods"]["FT"]["rcd"] == [None, None] and m["methods"]["FT"]["rcd_seeds_with"] == 0
+  assert m["methods"]["FT"]["gap_mean"] is None
+  assert (m["methods"]["IEU"]["gap_mean"], m["methods"]["IEU"]["gap_std"]) == (2.0, 1.0)
+  assert (m["methods"]["IEU"]["rcd_mean"], m["methods"]["IEU"]["rcd_std"]) == (1.5, 0.5)
+  v = m["claims"]["1_smaller_gap"]["versus"]["FT"]
+  assert v == {"verdict": "n/a", "why": "FT: no value on some seed"}
+  assert m["smallest_gap"] == ["IEU"] and m["highest_worst_case_rcd"] == ["IEU"]
+  bad = _at(1.0, 0.0)
+  bad["rcd"] = {"worst_case_normalized": "high"}
+  with pytest.raises(ValueError, match="worst_case_normalized='high'"):
+    frontier.matched_utility({"runs": [_run("s", 0, {"IEU": [bad]})]})
+
+
 def test_matched_utility_matches_brute_force():
   rng = np.random.default_rng(1)
   runs = []
