@@ -14,6 +14,7 @@ The paper's vocabulary, flat:
 The rest are subpackages, imported on first use: ``ieu_jax.data``,
 ``ieu_jax.methods`` (the classifier baselines), ``ieu_jax.experiment`` (the
 classifier pipeline), ``ieu_jax.comparison`` (search, sweeps, claims),
+``ieu_jax.frontier`` (hyperparameter frontiers: Pareto sets, matched utility),
 ``ieu_jax.generative`` (diffusion unlearning), ``ieu_jax.theory`` (the bounds
 and their checker), and the skeleton they share (``ieu_jax.pipeline``,
 ``ieu_jax.outputs``, ``ieu_jax.hparams``, ``ieu_jax.training``,
@@ -56,8 +57,8 @@ from ieu_jax.training import NonFiniteError
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "generative", "hparams",
-               "methods", "models", "outputs", "pipeline", "theory", "training")
+_SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "frontier", "generative",
+               "hparams", "methods", "models", "outputs", "pipeline", "theory", "training")
 
 
 def __getattr__(name):
