@@ -9,6 +9,7 @@ The paper's vocabulary, flat:
 * RCD (Relearning Convergence Delay) as relearning trajectories sharded across
   devices: :class:`RelearnProtocol`, :func:`relearn`, :func:`rcd_summary`;
 * the metrics: :func:`accuracy`, :func:`mia_efficacy`, :func:`avg_gap`, ...;
+* many settings of a method as one program: :func:`sweep` (the frontier's engine);
 * the models: :class:`SmallCNN`, :class:`MLP`, :class:`ResNet18`, :func:`build_model`.
 
 The rest are subpackages, imported on first use: ``ieu_jax.data``,
@@ -29,6 +30,8 @@ from ieu_jax._metrics import avg_gap
 from ieu_jax._metrics import mia_efficacy
 from ieu_jax._metrics import predict
 from ieu_jax._metrics import true_class_confidence
+from ieu_jax._program import sweep
+from ieu_jax._program import SweepResult
 from ieu_jax._rcd import default_formulation
 from ieu_jax._rcd import Draws
 from ieu_jax._rcd import FORMULATIONS
@@ -79,6 +82,7 @@ __all__ = [
     "ResNet18",
     "SmallCNN",
     "StepMetrics",
+    "SweepResult",
     "Variables",
     "WeightNoiseState",
     "accuracy",
@@ -97,6 +101,7 @@ __all__ = [
     "rcd_summary",
     "relearn",
     "softmax_cross_entropy",
+    "sweep",
     "trajectory_batch_indices",
     "trajectory_mesh",
     "true_class_confidence",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -38,7 +39,8 @@ from absl import logging
 from ieu_jax import _state
 from ieu_jax.training import NonFiniteError, epoch_indices, fresh_copy, tree_is_finite
 
-__all__ = ["LAYOUTS", "Program", "Segment", "run", "run_stacked"]
+__all__ = ["LAYOUTS", "Program", "Segment", "SweepResult", "default_layout", "run", "run_stacked",
+           "stack", "sweep", "unstack"]
 
 LAYOUTS = ("map", "vmap")
 
@@ -259,3 +261,110 @@ def epochs_then_steps(epochs: int, budget: int | None) -> Iterable[int]:
   """The epoch numbers a method's segments run: ``range(epochs)``, or every epoch
   (``0, 1, ...``) when the budget is in steps (the run stops after ``budget`` steps)."""
   return range(epochs) if budget is None else itertools.count()
+
+
+class SweepResult(NamedTuple):
+  """:func:`sweep`'s result, in the grid's order.
+
+  Attributes:
+    variables: the unlearned models, every leaf stacked along a leading axis ``G``
+      (``unstack(result.variables, g)`` is setting ``g``'s).
+    diverged: ``(G,)`` booleans, True where a setting's weights or loss stopped
+      being finite (its variables are then not finite either).
+    hparams: the ``G`` settings, as given.
+    programs: how many compiled programs ran (settings that differ in a static
+      hyperparameter cannot share one).
+  """
+
+  variables: Any
+  diverged: np.ndarray
+  hparams: tuple[Any, ...]
+  programs: int
+
+
+def unstack(tree: Any, index: int) -> Any:
+  """Entry ``index`` of a stacked pytree."""
+  return jax.tree.map(lambda a: a[index], tree)
+
+
+def default_layout() -> str:
+  """``"map"`` on CPU (a vmapped convolution becomes a grouped one, slow on XLA:CPU:
+  ``benchmarks/sweep_speed.py``), ``"vmap"`` on accelerators."""
+  return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
+          layout: str | None = None, chunk: int | None = None,
+          name: str | None = None) -> SweepResult:
+  """Runs ``G`` settings of one method as one program: the grid of a frontier.
+
+  Settings that share their static hyperparameters (batch size, budget, pass
+  counts, and what ``hparams.program_key()`` says, such as whether a term
+  exists) run together, their array hyperparameters (step
+  sizes, scales, decays, noise) passed as ``(G,)`` arrays, every step one compiled
+  call for all of them (:func:`run_stacked`). Every setting gets ``key``: the same
+  batches, keys and noise as a single run of it with that key, so setting ``g``
+  equals ``method.unlearn(problem, grid[g], key)`` up to float rounding, and the
+  settings differ only by their hyperparameters.
+
+  Args:
+    method: a :class:`ieu_jax.methods.Method` with a program, or its registry name.
+    problem: the :class:`ieu_jax.methods.Problem`.
+    grid: the settings: the method's hyperparameter instances, or mappings read as
+      the method's hyperparameters.
+    key: the method's key.
+    layout: ``"map"`` or ``"vmap"`` (:func:`run_stacked`); default
+      :func:`default_layout`.
+    chunk: at most this many settings per program (memory); None: all of a
+      group. The numbers do not depend on it.
+    name: the method's name for logs and errors.
+
+  Returns:
+    A :class:`SweepResult`.
+
+  Raises:
+    ValueError: for an empty grid, a method without a program, a bad chunk.
+  """
+  from ieu_jax import methods as methods_lib  # the methods import this module
+
+  if isinstance(method, str):
+    name = name or method
+    method = methods_lib.get(method)
+  name = name or "sweep"
+  if method.program is None:
+    raise ValueError(f"{name}: the method has no program, so it cannot be swept.")
+  grid = tuple(h if isinstance(h, method.hparams_class)
+               else method.hparams_class.from_config(h, method=name) for h in grid)
+  if not grid:
+    raise ValueError(f"{name}: the grid is empty.")
+  if chunk is not None and (isinstance(chunk, bool) or int(chunk) != chunk or chunk < 1):
+    raise ValueError(f"{name}: chunk={chunk!r} must be a positive integer or None.")
+  layout = layout or default_layout()
+  # Settings with equal static hyperparameters share a program, built once (SalUn's
+  # mask, for instance, is computed when its program is built).
+  first = method.program(problem, grid[0], name)
+  groups: dict[str, list[int]] = {}
+  for g, hp in enumerate(grid):
+    static = {k: v for k, v in hp.to_dict().items() if k not in first.arrays}
+    static.update(hp.program_key())
+    groups.setdefault(json.dumps(static, sort_keys=True, default=str), []).append(g)
+  parts: list[Any] = [None] * len(grid)
+  diverged = np.zeros(len(grid), bool)
+  count = 0
+  for members in groups.values():
+    prog = first if members[0] == 0 else method.program(problem, grid[members[0]], name)
+    size = len(members) if chunk is None else int(chunk)
+    for start in range(0, len(members), size):
+      block = members[start:start + size]
+      values = [{k: getattr(grid[g], k) for k in prog.arrays} for g in block]
+      stacked, div = run_stacked(prog, problem.original, values, key,
+                                 budget=getattr(grid[block[0]], "steps", None),
+                                 layout=layout, name=name)
+      count += 1
+      for i, g in enumerate(block):
+        parts[g] = (stacked, i)
+        diverged[g] = div[i]
+  # One stacked tree in the grid's order.
+  variables = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                           *[unstack(s, i) for s, i in parts])
+  return SweepResult(variables, diverged, grid, count)

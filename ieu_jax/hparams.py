@@ -194,6 +194,12 @@ class HParams:
   def validate(self) -> None:
     """Checks across fields (none by default); raises ValueError naming the values."""
 
+  def program_key(self) -> dict[str, Any]:
+    """Facts about hyperparameters a sweep passes as arrays that still shape the
+    method's program (none by default); settings that differ in them run as
+    different programs (:func:`ieu_jax.sweep`)."""
+    return {}
+
   @classmethod
   def from_config(cls: type[_H], values: Any = None, /, *, method: str | None = None,
                   **overrides: Any) -> _H:

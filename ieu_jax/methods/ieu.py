@@ -71,6 +71,11 @@ class IEUHParams(HParams):
   max_grad_norm: float | None = None
   steps: int | None = None
 
+  def program_key(self) -> dict[str, bool]:
+    """What of the array hyperparameters shapes the program: whether there is a
+    retain term (a sweep runs settings with and without one as two programs)."""
+    return {"with_retain": self.retain_scale > 0}
+
 
 def make_transform(hparams: IEUHParams | Mapping[str, Any],
                    noise_key: jax.Array) -> optax.GradientTransformationExtraArgs:
