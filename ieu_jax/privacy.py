@@ -186,17 +186,22 @@ def _check_masks(scores, trained, forgotten):
 def _loo_gaussian(x, mask, variance_floor):
   """Leave-one-out mean / variance of x[:, i] over {m != t : mask[m, i]}, for all (t, i).
 
-  Returns (count, mean, var), each (N, n); var uses ddof=1 and is floored.
+  Returns (count, mean, var), each (N, n); var uses ddof=1 and is floored. The sums
+  run on deviations from each example's mean over the whole side, so removing the
+  target's sample does not subtract large, nearly equal sums.
   """
   w = mask.astype(np.float64)
   c_all = w.sum(0)
-  c = c_all[None, :] - w  # the target's own sample removed where it is on this side
-  s1 = (w * x).sum(0)[None, :] - w * x
-  s2 = (w * x * x).sum(0)[None, :] - w * x * x
   with np.errstate(invalid="ignore", divide="ignore"):
-    mean = s1 / c
-    var = (s2 - c * mean * mean) / (c - 1)
-  return c, mean, np.maximum(var, variance_floor)
+    centre = np.where(c_all > 0, (w * x).sum(0) / np.maximum(c_all, 1), 0.0)
+  dev = x - centre[None, :]
+  c = c_all[None, :] - w  # the target's own sample removed where it is on this side
+  s1 = -w * dev  # the side's deviations sum to 0; remove the target's
+  s2 = (w * dev * dev).sum(0)[None, :] - w * dev * dev
+  with np.errstate(invalid="ignore", divide="ignore"):
+    shift = s1 / c
+    var = (s2 - c * shift * shift) / (c - 1)
+  return c, centre[None, :] + shift, np.maximum(var, variance_floor)
 
 
 def _log_normal(x, mean, var):
@@ -249,8 +254,7 @@ def ulira(scores, trained, forgotten, *, seed: int = 0, variance_floor: float = 
   if not _is_int(min_samples) or min_samples < 2:
     raise ValueError(f"min_samples={min_samples!r} must be an integer >= 2.")
   num_models = s.shape[0]
-  # Centre each example's scores: the sums below then cancel less.
-  x = s - s.mean(0, keepdims=True)
+  x = s
   c_u, mu_u, var_u = _loo_gaussian(x, fg, variance_floor)
   c_r, mu_r, var_r = _loo_gaussian(x, ~tr, variance_floor)
   enough = (c_u >= min_samples) & (c_r >= min_samples)
