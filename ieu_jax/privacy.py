@@ -248,8 +248,8 @@ def ulira(scores, trained, forgotten, *, seed: int = 0, variance_floor: float = 
       ``variance_floor`` / ``min_samples``.
   """
   s, tr, fg = _check_masks(scores, trained, forgotten)
-  if not (isinstance(variance_floor, (float, int)) and np.isfinite(variance_floor)
-          and variance_floor > 0):
+  if not (isinstance(variance_floor, (float, int, np.floating, np.integer))
+          and np.isfinite(variance_floor) and variance_floor > 0):
     raise ValueError(f"variance_floor={variance_floor!r} must be a finite positive number.")
   if not _is_int(min_samples) or min_samples < 2:
     raise ValueError(f"min_samples={min_samples!r} must be an integer >= 2.")

@@ -156,13 +156,14 @@ def test_ulira_known_separation_gives_phi_half_d(d):
   # Unlearned N(mu_i + d, 1) against retrained N(mu_i, 1), equal priors (balanced):
   # the Bayes attack's accuracy is Phi(d / 2) (69.15% at d=1, 84.13% at d=2). With 64
   # unlearned and 128 retrained samples per example the fitted Gaussians are close to
-  # the true ones; the estimation loss and sampling error together stay below 2 points.
-  # An attack that always answers one side, or compares densities wrongly, gets 50%.
+  # the true ones: over 8 replicates of this configuration the mean accuracy was
+  # 69.06 +- 0.23 (d=1) and 84.10 +- 0.17 (d=2), so +-1 point is > 4 SD plus the
+  # estimation loss. An attack that always answers one side scores 50%.
   trained, forgotten = privacy.inclusion(11, 256, 200, 50)
   scores = _population_scores(11, trained, forgotten, d)
   res = privacy.ulira(scores, trained, forgotten, seed=1)
   expected = 100.0 * 0.5 * (1.0 + math.erf(d / 2.0 / math.sqrt(2.0)))
-  assert abs(res.mean - expected) < 2.0, (res.mean, expected)
+  assert abs(res.mean - expected) < 1.0, (res.mean, expected)
   # Positive LLR means "unlearned": unlearned pairs mostly positive.
   assert np.nanmean(res.llr[forgotten] > 0) > 0.6
 
