@@ -219,7 +219,8 @@ def test_ulira_bad_input():
   scores = np.zeros((3, 2))
   with pytest.raises(ValueError, match=r"forgotten\[0, 1\] is True but trained\[0, 1\]"):
     privacy.ulira(scores, trained, np.array([[0, 1], [0, 0], [0, 0]], bool))
-  with pytest.raises(ValueError, match=r"trained shape \(3, 3\) does not match scores shape \(3, 2\)"):
+  with pytest.raises(ValueError,
+                     match=r"trained shape \(3, 3\) does not match scores shape \(3, 2\)"):
     privacy.ulira(scores, np.ones((3, 3), bool), forgotten)
   with pytest.raises(ValueError, match="trained must be a bool array; got dtype int64"):
     privacy.ulira(scores, trained.astype(np.int64), forgotten)
