@@ -10,6 +10,10 @@ The paper's vocabulary, flat:
   devices: :class:`RelearnProtocol`, :func:`relearn`, :func:`rcd_summary`;
 * the metrics: :func:`accuracy`, :func:`mia_efficacy`, :func:`avg_gap`, ...;
 * many settings of a method as one program: :func:`sweep` (the frontier's engine);
+* per-example privacy (``ieu_jax.privacy``): :func:`logit_confidence`, U-LiRA
+  (:func:`inclusion`, :func:`ulira`) and the NeurIPS 2023 challenge score
+  (:func:`per_example_epsilon`, :func:`epsilon_score`, :func:`forgetting_quality`,
+  :func:`challenge_score`);
 * the models: :class:`SmallCNN`, :class:`MLP`, :class:`ResNet18`, :func:`build_model`.
 
 The rest are subpackages, imported on first use: ``ieu_jax.data``,
@@ -56,6 +60,14 @@ from ieu_jax.models import build_model
 from ieu_jax.models import MLP
 from ieu_jax.models import ResNet18
 from ieu_jax.models import SmallCNN
+from ieu_jax.privacy import challenge_score
+from ieu_jax.privacy import epsilon_score
+from ieu_jax.privacy import forgetting_quality
+from ieu_jax.privacy import inclusion
+from ieu_jax.privacy import logit_confidence
+from ieu_jax.privacy import per_example_epsilon
+from ieu_jax.privacy import ulira
+from ieu_jax.privacy import ULiRAResult
 from ieu_jax.training import NonFiniteError
 
 __version__ = "0.1.0"
@@ -83,6 +95,7 @@ __all__ = [
     "SmallCNN",
     "StepMetrics",
     "SweepResult",
+    "ULiRAResult",
     "Variables",
     "WeightNoiseState",
     "accuracy",
@@ -90,13 +103,19 @@ __all__ = [
     "ascent",
     "avg_gap",
     "build_model",
+    "challenge_score",
     "configure_cpu",
     "decoupled_weight_decay",
     "default_formulation",
+    "epsilon_score",
+    "forgetting_quality",
     "ieu_transform",
+    "inclusion",
+    "logit_confidence",
     "make_train_step",
     "make_unlearn_step",
     "mia_efficacy",
+    "per_example_epsilon",
     "predict",
     "rcd_summary",
     "relearn",
@@ -105,4 +124,5 @@ __all__ = [
     "trajectory_batch_indices",
     "trajectory_mesh",
     "true_class_confidence",
+    "ulira",
 ]
