@@ -90,7 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "tiny":
     c.methods = "Retrain,FT,GA"
     c.model.width = 4
-    c.train.epochs = 3
+    # 6 epochs: at 3 the test's accuracy on its synthetic images swung between 20% and
+    # 40% with the seed and the input normalisation.
+    c.train.epochs = 6
     c.train.batch_size = 32
     c.train.milestones = (2,)
     for name in c.method:
