@@ -19,7 +19,7 @@ for that case, with the same parameters and initialisation.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -103,18 +103,25 @@ class Conv(nn.Module):
   """``flax.linen.Conv(features, kernel_size)`` (SAME, stride 1, with bias) via :func:`conv`.
 
   Same parameter names, shapes and initialisers, so the same key gives the same
-  parameters as ``nn.Conv``.
+  parameters as ``nn.Conv``. ``dtype`` is the compute dtype, as ``nn.Conv``'s: the
+  inputs, kernel and bias are cast to it (the params stay float32); None computes
+  in the inputs' and params' dtype, as before the field existed.
   """
 
   features: int
   kernel_size: Sequence[int] = (3, 3)
   use_bias: bool = True  # False before a normalisation, as nn.Conv(use_bias=False)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     shape = (*self.kernel_size, x.shape[-1], self.features)
     kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+    if self.dtype is not None:
+      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if not self.use_bias:
       return conv(x, kernel)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    if self.dtype is not None:
+      bias = bias.astype(self.dtype)
     return conv(x, kernel) + bias

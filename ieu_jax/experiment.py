@@ -244,7 +244,7 @@ def data_and_model(config: ml_collections.ConfigDict):
   splits = data_lib.load_dataset(
       config.data.name, data_dir=config.data.get("data_dir"), val_size=config.data.val_size,
       seed=int(config.seed), max_train=config.data.get("max_train"),
-      max_test=config.data.get("max_test"),
+      max_test=config.data.get("max_test"), normalize=config.data.get("normalize"),
   )
   fs = data_lib.select_forget(
       splits.train, mode=config.forget.mode, fraction=float(config.forget.fraction),
@@ -255,7 +255,7 @@ def data_and_model(config: ml_collections.ConfigDict):
                len(splits.test), splits.train.num_classes)
   model_kwargs = {k: (tuple(v) if isinstance(v, list) else v)
                   for k, v in config.model.to_dict().items()
-                  if k != "name" and not (k == "norm" and v is None)}
+                  if k != "name" and not (k in ("norm", "dtype") and v is None)}
   init_fn, apply_fn = models.build_model(
       config.model.name, splits.train.num_classes, fs.train.x.shape[1:], **model_kwargs
   )

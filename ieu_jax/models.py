@@ -8,36 +8,68 @@ and a forward pass is a pure function of them; with ``"batch"`` they are an
 :class:`ieu_jax._state.Variables` pair ``(params, {"batch_stats": ...})`` and
 ``apply_fn(variables, x, train=True)`` runs in train mode (``docs/design.md``,
 "Models").
+
+A model's ``dtype`` (:data:`DTYPES`) is its compute dtype: ``"bfloat16"`` runs the
+convolutions and dense layers in bfloat16 while the params stay float32 (flax's
+``dtype`` against ``param_dtype``); normalisation layers compute, and BatchNorm
+keeps its statistics, in float32, and the logits come back as float32, so losses
+and metrics are float32. ``"float32"`` (the default) builds the layers exactly as
+before the field existed.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from ieu_jax._conv import Conv
 from ieu_jax._pooling import max_pool
 from ieu_jax._state import Variables
 
-__all__ = ["SmallCNN", "ResNet18", "MLP", "build_model", "MODELS", "NORMS"]
+__all__ = ["DTYPES", "SmallCNN", "ResNet18", "MLP", "build_model", "MODELS", "NORMS"]
 
 NORMS = ("none", "group", "batch")
+DTYPES = ("float32", "bfloat16")
+"""The compute dtypes a model's ``dtype`` field takes (params stay float32)."""
 
 
-def _norm(kind: str, features: int, train: bool) -> Callable:
+def compute_dtype(dtype: str) -> Any:
+  """The flax layer ``dtype`` for a model's ``dtype`` name: None (flax's default,
+  float32 here) for ``"float32"``, ``jnp.bfloat16`` for ``"bfloat16"``.
+
+  Raises:
+    ValueError: naming an unknown ``dtype``.
+  """
+  if dtype == "float32":
+    return None
+  if dtype == "bfloat16":
+    return jnp.bfloat16
+  raise ValueError(f"dtype={dtype!r} is unknown: choose one of {DTYPES}.")
+
+
+def _logits(x: jax.Array, dtype: str) -> jax.Array:
+  """The logits as float32 (a no-op in float32)."""
+  return x if dtype == "float32" else x.astype(jnp.float32)
+
+
+def _norm(kind: str, features: int, train: bool, dtype: str = "float32") -> Callable:
   """The normalisation layer of ``kind`` for ``features`` channels.
 
   BatchNorm is flax's with PyTorch's defaults (``momentum=0.9`` here is PyTorch's
   0.1; ``epsilon=1e-5``); it normalises with the batch's statistics in train mode
   and with the running ones in eval mode. Flax's running variance is the batch's
-  biased variance, PyTorch's the unbiased one.
+  biased variance, PyTorch's the unbiased one. With ``dtype="bfloat16"`` the layer
+  still computes in float32 (its output is float32; the next layer casts it).
   """
+  norm_dtype = None if dtype == "float32" else jnp.float32
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=norm_dtype)
   if kind == "group":
-    return nn.GroupNorm(num_groups=min(32, features))
+    return nn.GroupNorm(num_groups=min(32, features), dtype=norm_dtype)
   if kind == "none":
     return lambda x: x
   raise ValueError(f"norm={kind!r} is unknown: choose one of {NORMS}.")
@@ -56,18 +88,21 @@ class SmallCNN(nn.Module):
   features: Sequence[int] = (32, 64)
   hidden: int = 128
   norm: str = "none"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    dt = compute_dtype(self.dtype)
     for f in self.features:
       if self.norm == "none":
-        x = nn.relu(Conv(f, (3, 3))(x))
+        x = nn.relu(Conv(f, (3, 3), dtype=dt)(x))
       else:  # no conv bias before a normalisation (its shift has one)
-        x = nn.relu(_norm(self.norm, f, train)(Conv(f, (3, 3), use_bias=False)(x)))
+        x = nn.relu(_norm(self.norm, f, train, self.dtype)(
+            Conv(f, (3, 3), use_bias=False, dtype=dt)(x)))
       x = max_pool(x, (2, 2))
     x = x.reshape(x.shape[:-3] + (-1,))
-    x = nn.relu(nn.Dense(self.hidden)(x))
-    return nn.Dense(self.num_classes)(x)
+    x = nn.relu(nn.Dense(self.hidden, dtype=dt)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=dt)(x), self.dtype)
 
 
 class MLP(nn.Module):
@@ -75,30 +110,34 @@ class MLP(nn.Module):
 
   num_classes: int
   hidden: Sequence[int] = (64,)
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
+    dt = compute_dtype(self.dtype)
     x = x.reshape(x.shape[:-3] + (-1,))
     for h in self.hidden:
-      x = nn.relu(nn.Dense(h)(x))
-    return nn.Dense(self.num_classes)(x)
+      x = nn.relu(nn.Dense(h, dtype=dt)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=dt)(x), self.dtype)
 
 
 class _BasicBlock(nn.Module):
   features: int
   strides: int = 1
   norm: str = "group"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda: _norm(self.norm, self.features, train)
-    y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False)(x)
+    norm = lambda: _norm(self.norm, self.features, train, self.dtype)
+    dt = compute_dtype(self.dtype)
+    y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False, dtype=dt)(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = nn.Conv(self.features, (3, 3), use_bias=False, dtype=dt)(y)
     y = norm()(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(x)
+      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False, dtype=dt)(x)
       x = norm()(x)
     return nn.relu(x + y)
 
@@ -109,17 +148,19 @@ class ResNet18(nn.Module):
   num_classes: int
   width: int = 64
   norm: str = "group"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
-    x = nn.relu(_norm(self.norm, self.width, train)(x))
+    dt = compute_dtype(self.dtype)
+    x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=dt)(x)
+    x = nn.relu(_norm(self.norm, self.width, train, self.dtype)(x))
     for stage, blocks in enumerate((2, 2, 2, 2)):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = _BasicBlock(self.width * 2**stage, strides, self.norm)(x, train)
+        x = _BasicBlock(self.width * 2**stage, strides, self.norm, self.dtype)(x, train)
     x = jnp.mean(x, axis=(-3, -2))
-    return nn.Dense(self.num_classes)(x)
+    return _logits(nn.Dense(self.num_classes, dtype=dt)(x), self.dtype)
 
 
 MODELS = {"cnn": SmallCNN, "resnet18": ResNet18, "mlp": MLP}

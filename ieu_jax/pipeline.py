@@ -74,16 +74,26 @@ def _plain(value: Any) -> Any:
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 
+# Keys whose default (None, or this value) enters no fingerprint: every cached model
+# and row made before the key existed keeps its key.
+_UNFINGERPRINTED_DEFAULTS = {("model", "dtype"): "float32", ("data", "normalize"): "none"}
+
+
 def _section(config: ml_collections.ConfigDict, part: str) -> Any:
   """A config section as fingerprinted: ``model.norm`` None (the model's default)
   or equal to its model's default normalisation is left out, so the key's arrival
-  kept every cached model and row (they were made with that normalisation)."""
+  kept every cached model and row (they were made with that normalisation); so are
+  ``model.dtype`` None or ``'float32'`` and ``data.normalize`` None or ``'none'``."""
   value = _plain(config[part])
   if part == "model" and isinstance(value, dict) and "norm" in value:
     module = models.MODELS.get(value.get("name"))
     if value["norm"] is None or (
         module is not None and value["norm"] == getattr(module, "norm", None)):
       value = {k: v for k, v in value.items() if k != "norm"}
+  if isinstance(value, dict):
+    value = {k: v for k, v in value.items()
+             if not ((part, k) in _UNFINGERPRINTED_DEFAULTS
+                     and v in (None, _UNFINGERPRINTED_DEFAULTS[part, k]))}
   return value
 
 

@@ -93,6 +93,8 @@ class DataHParams(HParams):
   val_size: float = 0.1
   max_train: int | None = None
   max_test: int | None = None
+  # 'per_channel': (x - mean) / std by the training part's channel statistics.
+  normalize: Literal["none", "per_channel"] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -190,7 +192,8 @@ CLASSIFIER_SECTIONS = {"data": DataHParams, "forget": ForgetHParams, "train": Tr
 
 def check_model(model: ml_collections.ConfigDict) -> None:
   """``config.model``: a known model, and keys that are its fields: ``norm`` None (the
-  model's default) or one of :data:`ieu_jax.models.NORMS`, the others positive integers."""
+  model's default) or one of :data:`ieu_jax.models.NORMS`, ``dtype`` None (float32) or
+  one of :data:`ieu_jax.models.DTYPES`, the others positive integers."""
   name = model.get("name")
   if name not in models.MODELS:
     raise ValueError(f"config.model: name={name!r} is unknown; choose one of"
@@ -199,7 +202,7 @@ def check_model(model: ml_collections.ConfigDict) -> None:
   valid = sorted(f.name for f in dataclasses.fields(module)
                  if f.name not in ("num_classes", "parent", "name"))
   for key, value in model.to_dict().items():
-    if key == "name" or (key == "norm" and value is None):  # None: the model's default
+    if key == "name" or (key in ("norm", "dtype") and value is None):  # the default
       continue
     if key not in valid:
       raise ValueError(f"config.model: unknown key {key!r} for model {name!r}; valid keys"
@@ -207,6 +210,10 @@ def check_model(model: ml_collections.ConfigDict) -> None:
     if key == "norm":
       if value not in models.NORMS:
         raise ValueError(f"config.model: norm={value!r} must be one of {models.NORMS}.")
+      continue
+    if key == "dtype":
+      if value not in models.DTYPES:
+        raise ValueError(f"config.model: dtype={value!r} must be one of {models.DTYPES}.")
       continue
     values = value if isinstance(value, (list, tuple)) else (value,)
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1

@@ -33,6 +33,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.val_size = 0.1  # of the 50,000: 45,000 train + 5,000 validation
   c.data.max_train = None
   c.data.max_test = None
+  # The reference normalises inputs by CIFAR's channel means and deviations; here each
+  # channel's mean and deviation are computed on the 45,000 training images alone
+  # (float64) and applied to every split. The crop's zero padding then pads with the
+  # channel mean, where the reference pads raw black pixels (docs/cifar10.md).
+  c.data.normalize = "per_channel"
 
   c.forget.mode = "random"
   c.forget.fraction = 0.1  # 4,500 of the 45,000
@@ -41,6 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.name = "resnet18"
   c.model.width = 64
   c.model.norm = "batch"
+  # float32 by default; a GPU run passes --config.model.dtype=bfloat16 (convolutions and
+  # dense layers in bfloat16; params, BatchNorm statistics and logits float32).
+  c.model.dtype = "float32"
 
   c.train = ml_collections.ConfigDict()
   c.train.optimizer = "sgd"  # momentum 0.9
@@ -52,8 +60,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.schedule = "multistep"
   c.train.milestones = (91, 136)
   c.train.augment = "crop_flip"  # random crop (padding 4) + horizontal flip, on the device
-  # Not in this config: the reference also normalises inputs by the CIFAR channel means
-  # and deviations (inside its model); here the images stay in [0, 1].
 
   # Baselines at the reference commands' settings: SGD, momentum 0.9, weight decay 5e-4,
   # batch 256, a constant rate (the reference's schedule divides it only at epoch 91).
@@ -84,7 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "tiny":
     c.methods = "Retrain,FT,GA"
     c.model.width = 4
-    c.train.epochs = 3
+    # 6 epochs: at 3 the test's accuracy on its synthetic images swung between 20% and
+    # 40% with the seed and the input normalisation.
+    c.train.epochs = 6
     c.train.batch_size = 32
     c.train.milestones = (2,)
     for name in c.method:

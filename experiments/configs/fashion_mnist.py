@@ -33,6 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 2-core CPU (train accuracy ~100%, test ~87%), so forgetting is measurable.
   c.data.max_train = 11_112  # 10,000 train + 1,112 validation
   c.data.max_test = config_dict.placeholder(int)
+  # 'none' | 'per_channel': (x - mean) / std with each channel's mean and std over the
+  # training part only (ieu_jax.data.load_dataset). None: 'none'; None or 'none'
+  # enters no fingerprint.
+  c.data.normalize = config_dict.placeholder(str)
 
   c.forget = ml_collections.ConfigDict()
   c.forget.mode = "random"  # 'random' | 'class' | 'mislabel'
@@ -48,6 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # None: the model's own default ('none' for the small CNN, 'group' for ResNet-18);
   # None or the default enters no fingerprint.
   c.model.norm = config_dict.placeholder(str)
+  # The compute dtype: 'float32' | 'bfloat16' (convolutions and dense layers in
+  # bfloat16; params, normalisation and logits float32). None: float32; None or
+  # 'float32' enters no fingerprint.
+  c.model.dtype = config_dict.placeholder(str)
 
   # The original model's recipe; Retrain uses the same on the retain set.
   c.train = ml_collections.ConfigDict()

@@ -16,7 +16,8 @@ Three sources, chosen by name in :func:`load_dataset`:
 
 Every data set becomes a :class:`Splits` of three :class:`Dataset` s (train,
 val, test) with images as ``float32`` in ``[0, 1]``, layout NHWC, and ``int32``
-labels, held on the default JAX device. All randomness (the validation
+labels, held on the default JAX device (``normalize='per_channel'``: standardised
+per channel by the training part's statistics instead). All randomness (the validation
 carve-out, subsampling, forget-set selection, relabelling) comes from an integer
 seed through NumPy's ``SeedSequence``, so a split is the same on every machine
 and every host of a multi-host run, and it is recorded as index arrays.
@@ -38,8 +39,10 @@ from ieu_jax.data._forget import ForgetSplit
 from ieu_jax.data._forget import select_forget
 from ieu_jax.data._idx import FASHION_MNIST_DIR
 from ieu_jax.data._idx import read_idx
+from ieu_jax.data._splits import channel_stats
 from ieu_jax.data._splits import Dataset
 from ieu_jax.data._splits import load_dataset
+from ieu_jax.data._splits import NORMALIZATIONS
 from ieu_jax.data._splits import Splits
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "Splits",
     "FASHION_MNIST_DIR",
     "FORGET_MODES",
+    "NORMALIZATIONS",
+    "channel_stats",
     "load_dataset",
     "read_idx",
     "select_forget",

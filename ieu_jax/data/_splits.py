@@ -80,6 +80,9 @@ class Splits:
     test_indices: for each example of ``test``, its index in the source's test
       split (for ``'digits'``: in the 1797 examples).
     name: the name the data set was loaded by.
+    channel_mean: with ``normalize='per_channel'``, each channel's mean over the
+      raw training part (float64, shape ``(C,)``); None otherwise.
+    channel_std: likewise, each channel's standard deviation (``ddof=0``).
   """
 
   train: Dataset
@@ -89,6 +92,50 @@ class Splits:
   val_indices: np.ndarray
   test_indices: np.ndarray
   name: str = ""
+  channel_mean: np.ndarray | None = None
+  channel_std: np.ndarray | None = None
+
+
+NORMALIZATIONS = ("none", "per_channel")
+"""The input normalisations of :func:`load_dataset` (``config.data.normalize``)."""
+
+_CHUNK = 4096  # examples per float64 pass: bounds the float64 copies' memory
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each channel's mean and standard deviation (``ddof=0``) of NHWC ``x``, in float64.
+
+  Two passes over chunks of examples, each cast to float64, so no float64 copy
+  of the whole array is made.
+
+  Raises:
+    ValueError: for no examples, or a channel whose deviation is 0 (it cannot be
+      normalised), naming the channel.
+  """
+  n = x.shape[0]
+  if n == 0:
+    raise ValueError("channel_stats: no examples to compute channel statistics of.")
+  count = n * x.shape[1] * x.shape[2]
+  total = np.zeros(x.shape[-1], np.float64)
+  for i in range(0, n, _CHUNK):
+    total += x[i:i + _CHUNK].astype(np.float64).sum(axis=(0, 1, 2))
+  mean = total / count
+  squares = np.zeros(x.shape[-1], np.float64)
+  for i in range(0, n, _CHUNK):
+    squares += ((x[i:i + _CHUNK].astype(np.float64) - mean) ** 2).sum(axis=(0, 1, 2))
+  std = np.sqrt(squares / count)
+  for c in np.flatnonzero(std == 0):
+    raise ValueError(f"channel_stats: channel {int(c)} is constant ({mean[c]!r}) over the"
+                     " training part; per-channel normalisation would divide by 0.")
+  return mean, std
+
+
+def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+  """``(x - mean) / std``, computed in float64 chunk by chunk, returned as float32."""
+  out = np.empty(x.shape, np.float32)
+  for i in range(0, x.shape[0], _CHUNK):
+    out[i:i + _CHUNK] = (x[i:i + _CHUNK].astype(np.float64) - mean) / std
+  return out
 
 
 def _to_device(x: np.ndarray, y: np.ndarray, num_classes: int,
@@ -136,6 +183,7 @@ def load_dataset(
     max_train: int | None = None,
     max_test: int | None = None,
     download: bool = False,
+    normalize: str | None = "none",
 ) -> Splits:
   """Loads a data set and splits it into train, val and test, deterministically.
 
@@ -165,6 +213,12 @@ def load_dataset(
     download: TFDS only: let TFDS download and prepare a missing data set (in
       ``array_record`` format; preparing image data sets needs TensorFlow).
       Never done otherwise.
+    normalize: ``'none'`` (or None): images stay in ``[0, 1]``.
+      ``'per_channel'``: each channel's mean and standard deviation are
+      computed in float64 over ``train`` alone (never ``val`` or ``test``), and
+      every split becomes ``(x - mean) / std``; the statistics are recorded in
+      the :class:`Splits`. Forget and retain sets, taken from ``train``, are
+      normalised with it.
 
   Returns:
     The :class:`Splits`, arrays on the default device.
@@ -173,9 +227,12 @@ def load_dataset(
     FileNotFoundError: if the data are not there (the message says where they
       were looked for and how to get them).
     ValueError: for an unknown name, or a bad ``val_size``, ``seed``,
-      ``max_train`` or ``max_test``.
+      ``max_train``, ``max_test`` or ``normalize``.
   """
   seed = _check_seed(seed)
+  normalize = "none" if normalize is None else normalize
+  if normalize not in NORMALIZATIONS:
+    raise ValueError(f"normalize={normalize!r} is unknown: choose one of {NORMALIZATIONS}.")
   data_dir = os.fspath(data_dir) if data_dir is not None else None
   digits_pools = None
   if name == "fashion_mnist":
@@ -201,16 +258,18 @@ def load_dataset(
     test_idx = np.sort(_rng(seed, _STREAM_TEST_SUBSAMPLE).choice(
         source.num_test, num_test, replace=False))
 
-  def build(read, idx, split):
-    x, y = read(idx)
-    return _to_device(x, y, source.num_classes, f"{name} {split}")
-
-  train = build(source.read_train, train_idx, "train")
-  val = build(source.read_train, val_idx, "val")
-  test = build(source.read_test, test_idx, "test")
+  raw = {"train": source.read_train(train_idx), "val": source.read_train(val_idx),
+         "test": source.read_test(test_idx)}
+  mean = std = None
+  if normalize == "per_channel":  # the training part's statistics, for every split
+    mean, std = channel_stats(raw["train"][0])
+    raw = {k: (_normalized(x, mean, std), y) for k, (x, y) in raw.items()}
+  train, val, test = (_to_device(*raw[k], source.num_classes, f"{name} {k}")
+                      for k in ("train", "val", "test"))
   if digits_pools is not None:  # report indices into the 1797 examples
     train_pool, test_pool = digits_pools
     train_idx, val_idx, test_idx = (
         train_pool[train_idx], train_pool[val_idx], test_pool[test_idx])
   return Splits(train=train, val=val, test=test, train_indices=train_idx,
-                val_indices=val_idx, test_indices=test_idx, name=name)
+                val_indices=val_idx, test_indices=test_idx, name=name,
+                channel_mean=mean, channel_std=std)
