@@ -203,7 +203,7 @@ def stack(tree: Any, num: int) -> Any:
 
 
 def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
-                key: jax.Array, *, budget: int | None = None, layout: str = "map",
+                key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
                 name: str = "sweep") -> tuple[Any, np.ndarray]:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
@@ -217,10 +217,11 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     values: per setting, its values of ``program.arrays``.
     key: the method's key.
     budget: None (the method's epochs) or the number of optimizer steps.
-    layout: ``"map"`` (the settings one after the other inside each compiled
-      step, ``lax.map``) or ``"vmap"`` (vectorised: on XLA:CPU a vmapped
-      convolution becomes a grouped one, slower there; on accelerators the
-      natural choice). The numbers agree to float rounding.
+    layout: ``"vmap"`` (vectorised; a vmapped convolution becomes a grouped one)
+      or ``"map"`` (the settings one after the other inside each compiled step,
+      ``lax.map``: one setting's memory at a time, but a loop of convolutions
+      inside a compiled step is slow on XLA:CPU). The numbers agree to float
+      rounding; :func:`default_layout` is the measured choice.
     name: for logs.
 
   Returns:
@@ -288,9 +289,11 @@ def unstack(tree: Any, index: int) -> Any:
 
 
 def default_layout() -> str:
-  """``"map"`` on CPU (a vmapped convolution becomes a grouped one, slow on XLA:CPU:
-  ``benchmarks/sweep_speed.py``), ``"vmap"`` on accelerators."""
-  return "map" if jax.default_backend() == "cpu" else "vmap"
+  """``"vmap"``: measured fastest on the 2-core CPU as well as the natural choice
+  on accelerators (``benchmarks/sweep_speed.py``: the vmapped step, its
+  convolutions grouped, against ``lax.map``'s loop of convolutions inside the
+  compiled step; the figures and the command are in docs/performance.md)."""
+  return "vmap"
 
 
 def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
