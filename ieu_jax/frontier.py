@@ -74,12 +74,27 @@ def _metric(row: Mapping[str, Any], key: str, what: str) -> float:
   return value
 
 
-def forgetting_gap(setting: Mapping[str, Any], retrain: Mapping[str, Any]) -> float:
+VIEWS = {"test": ("TA", "MIA"), "val": ("VA", "MIA_val")}
+"""The data a frontier is judged on (``frontier["selection"]``, default ``"test"``):
+the held-out accuracy and the MIA's non-members come from the test split, or from
+the validation split (``VA``, ``MIA_val``), so that choosing settings never reads
+the test split. UA and RA are on the forget and retain sets either way."""
+
+
+def _view(view: str) -> tuple[str, str]:
+  if view not in VIEWS:
+    raise ValueError(f"selection={view!r}: use one of {sorted(VIEWS)}.")
+  return VIEWS[view]
+
+
+def forgetting_gap(setting: Mapping[str, Any], retrain: Mapping[str, Any],
+                   view: str = "test") -> float:
   """``|UA - UA_R| + |MIA - MIA_R|``: distance from Retrain's forgetting, in points.
 
   Args:
     setting: a mapping with finite ``UA`` and ``MIA`` (percentages).
     retrain: Retrain's metrics, with finite ``UA`` and ``MIA``.
+    view: ``"test"``, or ``"val"`` to read ``MIA_val`` for ``MIA`` (:data:`VIEWS`).
 
   Returns:
     The gap, >= 0 (0: forgets exactly as Retrain does).
@@ -87,16 +102,19 @@ def forgetting_gap(setting: Mapping[str, Any], retrain: Mapping[str, Any]) -> fl
   Raises:
     ValueError: a metric is missing or not a finite number.
   """
+  mia = _view(view)[1]
   return (abs(_metric(setting, "UA", "setting") - _metric(retrain, "UA", "retrain"))
-          + abs(_metric(setting, "MIA", "setting") - _metric(retrain, "MIA", "retrain")))
+          + abs(_metric(setting, mia, "setting") - _metric(retrain, mia, "retrain")))
 
 
-def utility_loss(setting: Mapping[str, Any], retrain: Mapping[str, Any]) -> float:
+def utility_loss(setting: Mapping[str, Any], retrain: Mapping[str, Any],
+                 view: str = "test") -> float:
   """``max(0, RA_R - RA) + max(0, TA_R - TA)``: utility below Retrain's, in points.
 
   Args:
     setting: a mapping with finite ``RA`` and ``TA`` (percentages).
     retrain: Retrain's metrics, with finite ``RA`` and ``TA``.
+    view: ``"test"``, or ``"val"`` to read ``VA`` for ``TA`` (:data:`VIEWS`).
 
   Returns:
     The loss, >= 0 (0: at least Retrain's retain and test accuracy).
@@ -104,8 +122,9 @@ def utility_loss(setting: Mapping[str, Any], retrain: Mapping[str, Any]) -> floa
   Raises:
     ValueError: a metric is missing or not a finite number.
   """
+  held = _view(view)[0]
   return (max(0.0, _metric(retrain, "RA", "retrain") - _metric(setting, "RA", "setting"))
-          + max(0.0, _metric(retrain, "TA", "retrain") - _metric(setting, "TA", "setting")))
+          + max(0.0, _metric(retrain, held, "retrain") - _metric(setting, held, "setting")))
 
 
 def pareto_flags(gaps: Sequence[float], losses: Sequence[float]) -> np.ndarray:
@@ -157,6 +176,8 @@ def _rcd_worst(setting: Mapping[str, Any]) -> float | None:
 def annotate(frontier: Mapping[str, Any]) -> dict[str, Any]:
   """A copy of ``frontier`` with each setting placed in the plane.
 
+  The plane is that of ``frontier["selection"]`` (:data:`VIEWS`; default ``"test"``).
+
   Every setting gains ``forgetting_gap`` and ``utility_loss`` (None when it
   diverged) and ``pareto`` (among the settings of its method on its run; False
   when it diverged). Every run gains ``pareto_size`` and ``diverged_settings``,
@@ -175,6 +196,8 @@ def annotate(frontier: Mapping[str, Any]) -> dict[str, Any]:
   """
   if "runs" not in frontier or not isinstance(frontier["runs"], (list, tuple)):
     raise ValueError(f"frontier has no list 'runs' (keys: {sorted(frontier)}).")
+  view = frontier.get("selection", "test")
+  _view(view)
   out = copy.deepcopy(dict(frontier))
   seen = set()
   for i, run in enumerate(out["runs"]):
@@ -197,8 +220,8 @@ def annotate(frontier: Mapping[str, Any]) -> dict[str, Any]:
           continue
         where = f"{cell[0]} seed {cell[1]} {name}[{k}]"
         try:
-          gaps.append(forgetting_gap(s, run["retrain"]))
-          losses.append(utility_loss(s, run["retrain"]))
+          gaps.append(forgetting_gap(s, run["retrain"], view))
+          losses.append(utility_loss(s, run["retrain"], view))
         except ValueError as e:
           raise ValueError(f"{where}: {e}") from None
       flags = pareto_flags(gaps, losses)

@@ -148,6 +148,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search["GA+Noisy"] = dict(learning_rate=[3e-3, 1e-2], noise_std=[1e-3, 3e-3])
   c.search["GA+Decay"] = dict(learning_rate=[3e-3, 1e-2], weight_decay=[1e-2, 1e-1])
 
+  # The frontier (experiments.frontier, ieu_jax/frontier_run.py): every method's grid of
+  # settings per scenario and seed, as one program per method. Budgets are optimizer
+  # steps (the same for every method and forget set), crossed with each method's grid;
+  # every method gets as many settings as every other. Changes no number of
+  # experiments.unlearn (an operational key for its cached runs).
+  c.frontier = ml_collections.ConfigDict()
+  c.frontier.methods = "FT,RL,l1-sparse,SalUn,SCRUB,GA,GA-plain,Noisy,GA+Noisy,GA+Decay,IEU"
+  c.frontier.scenarios = ("random10", "random30", "random50", "class0", "mislabel10")
+  c.frontier.seeds = (0, 1, 2)
+  c.frontier.budgets = (50, 150)
+  c.frontier.rcd = "pareto"  # RCD for each method's Pareto set ('all', 'none')
+  c.frontier.chunk = config_dict.placeholder(int)  # at most this many settings per program
+  lr4 = [1e-3, 3e-3, 1e-2, 3e-2]
+  c.frontier.grids = ml_collections.ConfigDict({
+      "FT": dict(learning_rate=lr4, momentum=[0.0, 0.9], weight_decay=[0.0, 5e-4]),
+      "RL": dict(learning_rate=lr4, momentum=[0.0, 0.9], weight_decay=[0.0, 5e-4]),
+      "l1-sparse": dict(learning_rate=lr4, alpha=[0.0, 5e-5, 5e-4, 5e-3]),
+      "SalUn": dict(learning_rate=lr4, mask_fraction=[0.1, 0.3, 0.5, 0.9]),
+      "SCRUB": dict(learning_rate=lr4, msteps=[1, 1000], temperature=[1.0, 4.0]),
+      "GA": dict(learning_rate=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+                 weight_decay=[0.0, 5e-4]),
+      "GA-plain": dict(learning_rate=[1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2,
+                                      5e-2, 1e-1, 2e-1, 5e-1, 1.0, 2.0, 5.0, 10.0]),
+      "Noisy": dict(learning_rate=lr4, noise_std=[3e-4, 1e-3, 3e-3, 1e-2]),
+      "GA+Noisy": dict(learning_rate=lr4, noise_std=[3e-4, 1e-3, 3e-3, 1e-2]),
+      "GA+Decay": dict(learning_rate=lr4, weight_decay=[1e-3, 1e-2, 1e-1, 1.0]),
+      "IEU": dict(learning_rate=[3e-3, 1e-2], weight_decay=[1e-2, 1e-1],
+                  noise_std=[1e-3, 3e-3], retain_scale=[1.0, 2.0]),
+  })
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 1000
   c.eval.mia_max_per_class = 5000
@@ -174,6 +204,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rcd.num_trajectories = 4
     c.rcd.relearn_size = 64
     c.eval.mia_max_per_class = 1000
+    # A frontier for the tests: 2 scenarios, 1 seed, 4 settings per method.
+    c.frontier.methods = "FT,RL,SalUn,SCRUB,GA,IEU"
+    c.frontier.scenarios = ("random10", "class0")
+    c.frontier.seeds = (0,)
+    c.frontier.budgets = (10, 30)
+    c.frontier.grids = ml_collections.ConfigDict({
+        "FT": dict(learning_rate=[3e-3, 3e-2]),
+        "RL": dict(learning_rate=[3e-3, 3e-2]),
+        "SalUn": dict(learning_rate=[3e-3, 3e-2]),
+        "SCRUB": dict(learning_rate=[5e-4, 5e-3]),
+        "GA": dict(learning_rate=[3e-4, 3e-3]),
+        "IEU": dict(learning_rate=[3e-3, 1e-2]),
+    })
   elif arg not in (None, ""):
     raise ValueError(
         f"unknown config variant {arg!r}: use '', 'small', 'results', 'results_nonorm' or"

@@ -1,0 +1,231 @@
+"""Running a frontier: every method's grid of settings, per scenario and seed.
+
+For each cell (a scenario and a seed) the pipeline's original and retrained models
+are trained or restored (:func:`ieu_jax.experiment.prepare`, in the cell's own
+workdir ``W/<scenario>/seed<k>``), then each method's settings run as one program
+per group of equal static hyperparameters (:func:`ieu_jax.sweep`), with the key a
+single run of the method gets. Every setting is evaluated on the test split (UA,
+RA, TA, MIA, Avg. Gap) and on the validation split (VA, and ``MIA_val`` with
+validation examples as the attack's non-members).
+
+**Selection reads no test example.** The Pareto sets and the claims at matched
+utility are computed in the validation plane (``frontier["selection"] = "val"``,
+:data:`ieu_jax.frontier.VIEWS`); the test metrics of every setting are recorded
+beside.
+
+**RCD** (every attacker of the pipeline, normalised by Retrain's) is computed for
+each method's Pareto set only (``config.frontier.rcd = "pareto"``; ``"all"``: every
+setting; ``"none"``): it costs more than the rest of a setting together.
+
+Each method's finished settings are written as they complete
+(``W/<scenario>/seed<k>/frontier/<method>-<fingerprint>.json``, keyed by
+everything they depend on), so an interrupted frontier resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ieu_jax import _metrics
+from ieu_jax import _program
+from ieu_jax import attackers as attackers_lib
+from ieu_jax import comparison
+from ieu_jax import experiment
+from ieu_jax import frontier as frontier_lib
+from ieu_jax import methods as methods_lib
+from ieu_jax import outputs
+from ieu_jax import pipeline
+
+__all__ = ["RCD_POLICIES", "grid", "method_names", "run", "run_cell", "write_report"]
+
+RCD_POLICIES = ("pareto", "all", "none")
+
+
+def method_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The swept methods: ``config.frontier.methods`` (comma-separated), each with a program."""
+  names = [n.strip() for n in str(config.frontier.methods).split(",") if n.strip()]
+  if not names:
+    raise ValueError("config.frontier.methods names no method.")
+  for name in names:
+    if methods_lib.get(name).program is None:
+      raise ValueError(f"config.frontier.methods: {name} has no program to sweep"
+                       " (Retrain is the reference, not a method of the frontier).")
+  return names
+
+
+def grid(config: ml_collections.ConfigDict, name: str) -> list[Any]:
+  """Method ``name``'s settings: its configured hyperparameters with each budget of
+  ``config.frontier.budgets`` (steps) crossed with ``config.frontier.grids[name]``.
+
+  Raises:
+    ValueError: a method without a grid, a grid key the method does not have, an
+      empty list of values, or a budget that is not a positive integer.
+  """
+  budgets = tuple(config.frontier.budgets)
+  if not budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets):
+    raise ValueError(f"config.frontier.budgets={budgets!r} must be positive integers (steps).")
+  if name not in config.frontier.grids:
+    raise ValueError(f"config.frontier.grids has no grid for {name} (it has"
+                     f" {sorted(config.frontier.grids)}).")
+  axes = dict(config.frontier.grids[name])
+  for key, values in axes.items():
+    if not isinstance(values, (list, tuple)) or not values:
+      raise ValueError(f"config.frontier.grids[{name!r}].{key}={values!r}: give a non-empty list.")
+  base = methods_lib.hparams(name, config.method.get(name))
+  out = []
+  for budget in budgets:
+    for combo in itertools.product(*axes.values()):
+      out.append(base.replace(steps=budget, **dict(zip(axes, combo))))
+  return out
+
+
+def _check(config: ml_collections.ConfigDict) -> list[str]:
+  """Every method's grid built and of one size, and the RCD policy known, before work."""
+  names = method_names(config)
+  sizes = {name: len(grid(config, name)) for name in names}
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"every method must have as many settings as every other: {sizes}.")
+  if config.frontier.rcd not in RCD_POLICIES:
+    raise ValueError(f"config.frontier.rcd={config.frontier.rcd!r}: use one of {RCD_POLICIES}.")
+  return names
+
+
+def _metrics_of(setup: experiment.Setup, variables) -> dict[str, float]:
+  """UA, RA, TA, MIA (test) and VA, MIA_val (validation) of one model."""
+  test = setup.evaluate(variables)
+  val = setup.evaluate(variables, holdout="val")
+  test.pop("corrected", None)
+  return {**test, "VA": val["VA"], "MIA_val": val["MIA"]}
+
+
+def _method_settings(setup: experiment.Setup, workdir: str, name: str,
+                     retrain: Mapping[str, Any], retrain_rcd) -> list[dict[str, Any]]:
+  """Method ``name``'s settings on one cell, run or reused from ``workdir/frontier``."""
+  config = setup.config
+  settings = grid(config, name)
+  policy = config.frontier.rcd
+  stem = name.replace("/", "_") + "-" + pipeline.fingerprint(
+      config, name, experiment._ROW_PARTS,  # pylint: disable=protected-access
+      extra={"grid": [h.to_dict() for h in settings], "rcd": policy})
+  path = os.path.join(workdir, "frontier", stem + ".json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    logging.info("%s: reusing its finished frontier %s", name, path)
+    return saved["settings"]
+  except (OSError, ValueError, KeyError):
+    pass
+  key = pipeline.method_key(setup.root_key, experiment._KEY_METHODS, name, 0)  # pylint: disable=protected-access
+  start = time.perf_counter()
+  result = _program.sweep(name, setup.problem, settings, key,
+                          chunk=config.frontier.get("chunk"), name=name)
+  jax.block_until_ready(result.variables)
+  seconds = time.perf_counter() - start
+  rows: list[dict[str, Any]] = []
+  for g, hp in enumerate(settings):
+    row = {"hparams": hp.to_dict(), "steps": hp.steps, "diverged": bool(result.diverged[g]),
+           "rcd": None}
+    if row["diverged"]:
+      row.update({k: None for k in ("UA", "RA", "TA", "MIA", "VA", "MIA_val", "avg_gap")})
+    else:
+      row.update(_metrics_of(setup, _program.unstack(result.variables, g)))
+      row["avg_gap"] = _metrics.avg_gap(row, retrain)
+    rows.append(row)
+  view = "val"
+  gaps = [np.nan if r["diverged"] else frontier_lib.forgetting_gap(r, retrain, view) for r in rows]
+  losses = [np.nan if r["diverged"] else frontier_lib.utility_loss(r, retrain, view) for r in rows]
+  pareto = frontier_lib.pareto_flags(gaps, losses)
+  rcd_start = time.perf_counter()
+  for g, row in enumerate(rows):
+    if row["diverged"] or policy == "none" or (policy == "pareto" and not pareto[g]):
+      continue
+    results = setup.relearn_all(_program.unstack(result.variables, g))
+    row["rcd"] = attackers_lib.rcd_by_attacker(results, retrain_rcd)
+  logging.info("%s: %d settings in %.1fs (%d programs), RCD of %d in %.1fs", name,
+               len(settings), seconds, result.programs,
+               sum(r["rcd"] is not None for r in rows), time.perf_counter() - rcd_start)
+  rows = outputs.json_safe(rows)
+  outputs.write_json(path, {"settings": rows, "sweep_s": seconds,
+                            "rcd_s": time.perf_counter() - rcd_start})
+  return rows
+
+
+def run_cell(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """One scenario and seed (``config`` already set to them): the run's entry."""
+  start = time.perf_counter()
+  names = _check(config)
+  setup = experiment.prepare(config, workdir)
+  retrain = _metrics_of(setup, setup.retrained)
+  retrain_rcd = setup.relearn_all(setup.retrained)
+  retrain["rcd"] = attackers_lib.rcd_by_attacker(retrain_rcd, retrain_rcd)
+  original = _metrics_of(setup, setup.original)
+  entry = {"retrain": retrain, "original": original, "methods": {}}
+  for name in names:
+    entry["methods"][name] = _method_settings(setup, workdir, name, retrain, retrain_rcd)
+  fs = setup.forget_split
+  entry["sizes"] = {"train": len(fs.train), "forget": len(fs.forget), "retain": len(fs.retain),
+                    "val": len(setup.splits.val), "test": len(setup.splits.test)}
+  entry["wall_time_s"] = time.perf_counter() - start
+  return outputs.json_safe(entry)
+
+
+@pipeline.locks_workdir
+def run(config: ml_collections.ConfigDict, workdir: str, scenarios: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None, command: str | None = None) -> dict[str, Any]:
+  """Every cell of ``scenarios`` x ``seeds`` (default: ``config.frontier``'s); writes
+  ``frontier.json``, ``frontier.md`` and ``frontier_<scenario>.png`` to ``workdir``.
+
+  Returns:
+    The ``frontier.json`` object.
+  """
+  start = time.perf_counter()
+  scenarios = list(scenarios or config.frontier.scenarios)
+  seeds = [int(s) for s in (seeds if seeds is not None else config.frontier.seeds)]
+  if not scenarios or not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"scenarios={scenarios}, seeds={seeds}: give at least one scenario and"
+                     " one seed, each seed once.")
+  names = _check(config)
+  for scenario in scenarios:  # every cell checked before any work
+    for seed in seeds:
+      experiment.validate_config(comparison.scenario_config(config, scenario, seed))
+  runs = []
+  for scenario in scenarios:
+    for seed in seeds:
+      logging.info("frontier: %s seed %d", scenario, seed)
+      cell = comparison.scenario_config(config, scenario, seed)
+      entry = run_cell(cell, os.path.join(workdir, scenario, f"seed{seed}"))
+      runs.append({"scenario": scenario, "seed": seed, **entry})
+  out = {
+      "selection": "val",
+      "command": command or "python -m experiments.frontier " + " ".join(sys.argv[1:]),
+      "config": outputs.json_safe(config.to_dict()),
+      "grid": {name: [h.to_dict() for h in grid(config, name)] for name in names},
+      "runs": runs,
+      "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
+      "wall_time_s": time.perf_counter() - start,
+  }
+  out = frontier_lib.annotate(out)
+  write_report(out, workdir)
+  return out
+
+
+def write_report(frontier: Mapping[str, Any], workdir: str) -> None:
+  """``frontier.json``, ``frontier.md`` and one ``frontier_<scenario>.png`` per scenario."""
+  outputs.write_json(os.path.join(workdir, "frontier.json"), frontier)
+  header = (f"# Frontier\n\nWritten by `{frontier['command']}` in"
+            f" {frontier['wall_time_s'] / 60:.1f} min ({frontier['devices']}).\n\n")
+  outputs.write_text(os.path.join(workdir, "frontier.md"),
+                     header + frontier_lib.frontier_markdown(frontier))
+  for scenario in dict.fromkeys(r["scenario"] for r in frontier["runs"]):
+    frontier_lib.plot_frontier(frontier, scenario,
+                               os.path.join(workdir, f"frontier_{scenario}.png"))
