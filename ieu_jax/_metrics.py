@@ -98,7 +98,28 @@ def accuracy(
       input, a label outside ``[0, number of classes)``, or a bad ``batch_size``.
   """
   logits = _labelled_logits(apply_fn, params, inputs, labels, batch_size)
+  return _accuracy(logits, labels)
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> float:
   return float(100.0 * jnp.mean(jnp.argmax(logits, -1) == labels))
+
+
+def _confidence(logits: jax.Array, labels: jax.Array) -> np.ndarray:
+  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+  return np.asarray(jnp.take_along_axis(probs, labels[:, None], -1)[:, 0])
+
+
+def accuracy_and_confidence(
+    apply_fn: ApplyFn, params, inputs: jax.Array, labels: jax.Array, *, batch_size: int = 1024
+) -> tuple[float, np.ndarray]:
+  """:func:`accuracy` and :func:`true_class_confidence` from one pass over ``inputs``.
+
+  Raises:
+    ValueError: as :func:`accuracy`.
+  """
+  logits = _labelled_logits(apply_fn, params, inputs, labels, batch_size)
+  return _accuracy(logits, labels), _confidence(logits, labels)
 
 
 def true_class_confidence(
@@ -110,8 +131,7 @@ def true_class_confidence(
     ValueError: as :func:`accuracy`.
   """
   logits = _labelled_logits(apply_fn, params, inputs, labels, batch_size)
-  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
-  return np.asarray(jnp.take_along_axis(probs, labels[:, None], -1)[:, 0])
+  return _confidence(logits, labels)
 
 
 def mia_efficacy(

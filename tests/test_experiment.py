@@ -232,3 +232,16 @@ def test_relearn_on_a_saved_checkpoint_gives_the_rows_rcd(run):
     assert out["checkpoint"][key] == by_name["IEU"]["rcd"]["by_attacker"]["sgd"][key], key
     assert out["reference"][key] == by_name["Retrain"]["rcd"]["by_attacker"]["sgd"][key], key
   assert out["normalized"] == by_name["IEU"]["rcd"]["normalized"]
+
+
+def test_one_original_serves_every_random_and_class_scenario_of_a_seed():
+  from ieu_jax import comparison
+  base = fashion_mnist.get_config("small")
+  key = lambda scenario, what, seed=0: experiment._model_key(
+      comparison.scenario_config(base, scenario, seed), what)
+  assert key("random10", "original") == key("random50", "original") == key("class0", "original")
+  # What the original trains on changes with mislabelled data, and with the seed.
+  assert key("mislabel10", "original") != key("random10", "original")
+  assert key("random10", "original", seed=1) != key("random10", "original")
+  # Retrain trains on the retain set: every forget set has its own.
+  assert len({key(s, "retrain") for s in ("random10", "random50", "class0", "mislabel10")}) == 4
