@@ -65,7 +65,8 @@ def method_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def grid(config: ml_collections.ConfigDict, name: str) -> list[Any]:
   """Method ``name``'s settings: its configured hyperparameters with each budget of
-  ``config.frontier.budgets`` (steps) crossed with ``config.frontier.grids[name]``.
+  ``config.frontier.budgets`` (steps) crossed with ``config.frontier.grids[name]``:
+  a mapping of axes (their product), or a list of settings (mappings).
 
   Raises:
     ValueError: a method without a grid, a grid key the method does not have, an
@@ -77,16 +78,20 @@ def grid(config: ml_collections.ConfigDict, name: str) -> list[Any]:
   if name not in config.frontier.grids:
     raise ValueError(f"config.frontier.grids has no grid for {name} (it has"
                      f" {sorted(config.frontier.grids)}).")
-  axes = dict(config.frontier.grids[name])
-  for key, values in axes.items():
-    if not isinstance(values, (list, tuple)) or not values:
-      raise ValueError(f"config.frontier.grids[{name!r}].{key}={values!r}: give a non-empty list.")
+  spec = config.frontier.grids[name]
+  if isinstance(spec, (list, tuple)):
+    combos = [dict(c) for c in spec]
+    if not combos:
+      raise ValueError(f"config.frontier.grids[{name!r}] is an empty list of settings.")
+  else:
+    axes = dict(spec)
+    for key, values in axes.items():
+      if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(
+            f"config.frontier.grids[{name!r}].{key}={values!r}: give a non-empty list.")
+    combos = [dict(zip(axes, c)) for c in itertools.product(*axes.values())]
   base = methods_lib.hparams(name, config.method.get(name))
-  out = []
-  for budget in budgets:
-    for combo in itertools.product(*axes.values()):
-      out.append(base.replace(steps=budget, **dict(zip(axes, combo))))
-  return out
+  return [base.replace(steps=budget, **combo) for budget in budgets for combo in combos]
 
 
 def _check(config: ml_collections.ConfigDict) -> list[str]:
