@@ -383,12 +383,24 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
 _START, _END = "<!-- generated: start -->", "<!-- generated: end -->"
 
 
-def splice(old: str | None, generated: str) -> str:
-  """``old`` with only its generated block replaced; hand-written text stays."""
-  block = f"{_START}\n{generated}{_END}\n"
-  if old is None or _START not in old or _END not in old:
+def splice(old: str | None, generated: str, name: str = "generated",
+           before: str | None = None) -> str:
+  """``old`` with only its block ``name`` replaced; hand-written text stays.
+
+  The block lies between ``<!-- {name}: start -->`` and ``<!-- {name}: end -->``.
+  A page without it gains it just before the line ``before`` (another block's start
+  marker, say) when ``old`` has that line, else at its end; with no page, the block
+  is the page.
+  """
+  start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+  block = f"{start}\n{generated}{end}\n"
+  if old is None:
     return block
-  return old[: old.index(_START)] + block + old[old.index(_END) + len(_END) + 1:]
+  if start not in old or end not in old:
+    if before is not None and before in old:
+      return old[: old.index(before)] + block + "\n" + old[old.index(before):]
+    return old + ("" if old.endswith("\n") else "\n") + block
+  return old[: old.index(start)] + block + old[old.index(end) + len(end) + 1:]
 
 
 def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, *,

@@ -46,7 +46,8 @@ from ieu_jax import methods as methods_lib
 from ieu_jax import outputs
 from ieu_jax import pipeline
 
-__all__ = ["RCD_POLICIES", "grid", "method_names", "run", "run_cell", "write_report"]
+__all__ = ["RCD_POLICIES", "compilation_cache", "grid", "method_names", "run", "run_cell",
+           "setting_paragraph", "write_report", "write_results_doc"]
 
 RCD_POLICIES = ("pareto", "all", "none")
 
@@ -185,15 +186,16 @@ def run_cell(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 @pipeline.locks_workdir
 def run(config: ml_collections.ConfigDict, workdir: str, scenarios: Sequence[str] | None = None,
-        seeds: Sequence[int] | None = None, command: str | None = None) -> dict[str, Any]:
+        seeds: Sequence[int] | None = None, command: str | None = None,
+        results_doc: str | None = None) -> dict[str, Any]:
   """Every cell of ``scenarios`` x ``seeds`` (default: ``config.frontier``'s); writes
-  ``frontier.json``, ``frontier.md`` and ``frontier_<scenario>.png`` to ``workdir``.
+  ``frontier.json``, ``frontier.md`` and ``frontier_<scenario>.png`` to ``workdir``,
+  and the frontier's block of ``results_doc`` when given (:func:`write_results_doc`).
 
   Returns:
     The ``frontier.json`` object.
   """
   start = time.perf_counter()
-  _compilation_cache(workdir)
   scenarios = list(scenarios or config.frontier.scenarios)
   seeds = [int(s) for s in (seeds if seeds is not None else config.frontier.seeds)]
   if not scenarios or not seeds or len(set(seeds)) != len(seeds):
@@ -221,24 +223,89 @@ def run(config: ml_collections.ConfigDict, workdir: str, scenarios: Sequence[str
   }
   out = frontier_lib.annotate(out)
   write_report(out, workdir)
+  if results_doc:
+    write_results_doc(out, results_doc, workdir)
   return out
 
 
-def _compilation_cache(workdir: str) -> None:
+def compilation_cache(workdir: str) -> None:
   """Compiled programs kept in ``workdir/.jax_cache`` (JAX's persistent cache), unless
   one is set already: a method's step compiles once for all its budgets and seeds
-  (their programs differ in length only), and a rerun compiles nothing again."""
+  (their programs differ in length only), and a rerun compiles nothing again. A
+  setting of the process (the binary's to make, before its first compilation)."""
   if jax.config.jax_compilation_cache_dir:
     return
   jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def setting_paragraph(frontier: Mapping[str, Any]) -> str:
+  """What the frontier ran, read from it: sizes, grids, budgets, RCD, wall time."""
+  runs = frontier["runs"]
+  config = frontier["config"]
+  sizes = runs[0]["sizes"]
+  names = list(frontier["grid"])
+  counts = sorted({len(v) for v in frontier["grid"].values()})
+  budgets = sorted({s["steps"] for v in frontier["grid"].values() for s in v})
+  gaps = {}
+  for run in runs:  # memorisation: the original's forget accuracy above Retrain's
+    gaps.setdefault(run["scenario"], []).append(run["retrain"]["UA"] - run["original"]["UA"])
+  memo = ", ".join(f"{s} {np.mean(v):.1f}" for s, v in gaps.items())
+  rcd = sum(st["rcd"] is not None for run in runs for v in run["methods"].values() for st in v)
+  total = sum(len(v) for run in runs for v in run["methods"].values())
+  diverged = sum(st["diverged"] for run in runs for v in run["methods"].values() for st in v)
+  seeds = sorted({run["seed"] for run in runs})
+  return (
+      f"**Setting (read from the run).** {sizes['train']} training examples, model"
+      f" `{config['model']['name']}` with normalisation `{config['model'].get('norm')}`;"
+      f" seeds {', '.join(map(str, seeds))}. Methods: {', '.join(names)}; each has"
+      f" {' or '.join(map(str, counts))} settings: its grid at each budget of"
+      f" {', '.join(map(str, budgets))} optimizer steps. {total} unlearned models in all,"
+      f" {diverged} of them diverged (kept, and counted in the tables). Memorisation gap"
+      f" (Retrain's UA minus the original's, points, mean over seeds): {memo}. RCD"
+      f" (`config.frontier.rcd = '{config['frontier']['rcd']}'`) was computed for {rcd}"
+      f" settings. Pareto sets and matched utility are read in the validation plane"
+      f" (validation accuracy for TA, validation examples as the MIA's non-members):"
+      f" choosing settings never reads the test split. Wall time"
+      f" {frontier['wall_time_s'] / 60:.0f} min ({frontier['devices']}; a rerun that"
+      f" reused finished cells records only its own time).\n")
+
+
+def write_results_doc(frontier: Mapping[str, Any], results_doc: str, workdir: str) -> None:
+  """The frontier's block of the results page (``<!-- frontier: start -->`` to its
+  end marker; the rest of the page is left as it is), placed before the single-setting
+  comparison's block when the page has no frontier block yet, and its figures
+  copied beside the page as ``figures/<page>_frontier_<scenario>.png``."""
+  if not outputs.is_writer():
+    return
+  fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures")
+  stem = os.path.splitext(os.path.basename(results_doc))[0]
+  figures = []
+  for scenario in dict.fromkeys(r["scenario"] for r in frontier["runs"]):
+    src = os.path.join(workdir, f"frontier_{scenario}.png")
+    if os.path.exists(src):
+      name = f"{stem}_frontier_{scenario}.png"
+      with open(src, "rb") as f:
+        outputs.write_text(os.path.join(fig_dir, name), f.read())
+      figures.append(f"![{scenario}](figures/{name})")
+  body = frontier_lib.frontier_markdown(frontier)
+  body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+  block = (f"Reproduce the frontier:\n\n    {frontier['command']}\n\n"
+           f"{setting_paragraph(frontier)}\n{body}\n\n" + "\n".join(figures) + "\n")
+  try:
+    with open(results_doc) as f:
+      old = f.read()
+  except OSError:
+    old = None
+  outputs.write_text(results_doc, comparison.splice(old, block, name="frontier",
+                                                    before="<!-- generated: start -->"))
+
+
 def write_report(frontier: Mapping[str, Any], workdir: str) -> None:
   """``frontier.json``, ``frontier.md`` and one ``frontier_<scenario>.png`` per scenario."""
   outputs.write_json(os.path.join(workdir, "frontier.json"), frontier)
-  header = (f"# Frontier\n\nWritten by `{frontier['command']}` in"
-            f" {frontier['wall_time_s'] / 60:.1f} min ({frontier['devices']}).\n\n")
+  header = (f"# Frontier\n\nWritten by `{frontier['command']}`.\n\n"
+            f"{setting_paragraph(frontier)}\n")
   outputs.write_text(os.path.join(workdir, "frontier.md"),
                      header + frontier_lib.frontier_markdown(frontier))
   for scenario in dict.fromkeys(r["scenario"] for r in frontier["runs"]):

@@ -197,3 +197,21 @@ def test_two_pages_keep_their_own_figures(tmp_path):
   for page, content in (("results", b"main"), ("results_clip", b"clip")):
     assert (tmp_path / "figures" / f"{page}_relearning_class0.png").read_bytes() == content
     assert f"(figures/{page}_relearning_class0.png)" in (tmp_path / f"{page}.md").read_text()
+
+
+def test_splice_replaces_only_its_own_block_and_keeps_the_prose():
+  page = ("intro\n<!-- generated: start -->\nold table\n<!-- generated: end -->\noutro\n")
+  once = comparison.splice(page, "new table\n")
+  assert once == "intro\n<!-- generated: start -->\nnew table\n<!-- generated: end -->\noutro\n"
+  # A second block arrives before the first, and each is replaced on its own after.
+  both = comparison.splice(once, "frontier v1\n", name="frontier",
+                           before="<!-- generated: start -->")
+  assert both.index("frontier v1") < both.index("new table") and both.startswith("intro\n")
+  again = comparison.splice(both, "frontier v2\n", name="frontier")
+  assert "frontier v1" not in again and "frontier v2" in again and "new table" in again
+  assert again.endswith("outro\n") and again.count("<!-- frontier: start -->") == 1
+  assert comparison.splice(again, "t3\n") == again.replace("new table", "t3")
+  # No page yet: the block is the page; a page without the block keeps its text.
+  assert comparison.splice(None, "x\n", name="frontier") == (
+      "<!-- frontier: start -->\nx\n<!-- frontier: end -->\n")
+  assert comparison.splice("prose", "x\n").startswith("prose\n<!-- generated: start -->")
