@@ -34,7 +34,6 @@ from ieu_jax._metrics import avg_gap
 from ieu_jax._metrics import mia_efficacy
 from ieu_jax._metrics import predict
 from ieu_jax._metrics import true_class_confidence
-from ieu_jax._program import sweep
 from ieu_jax._program import SweepResult
 from ieu_jax._rcd import default_formulation
 from ieu_jax._rcd import Draws
@@ -72,14 +71,17 @@ from ieu_jax.training import NonFiniteError
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "frontier", "generative",
-               "hparams", "methods", "models", "outputs", "pipeline", "theory", "training")
+_SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "frontier", "frontier_run",
+               "generative", "hparams", "methods", "models", "outputs", "pipeline", "privacy",
+               "theory", "training")
 
 
 def __getattr__(name):
   """``ieu_jax.<subpackage>`` on first use (PEP 562), so ``import ieu_jax`` stays light."""
   if name in _SUBMODULES:
     return importlib.import_module(f"ieu_jax.{name}")
+  if name == "sweep":  # ieu_jax.methods.sweep; the methods load on first use
+    return importlib.import_module("ieu_jax.methods").sweep
   raise AttributeError(f"module 'ieu_jax' has no attribute {name!r}")
 
 

@@ -311,7 +311,8 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
   settings differ only by their hyperparameters.
 
   Args:
-    method: a :class:`ieu_jax.methods.Method` with a program, or its registry name.
+    method: a :class:`ieu_jax.methods.Method` with a program (``ieu_jax.sweep``
+      also takes its registry name).
     problem: the :class:`ieu_jax.methods.Problem`.
     grid: the settings: the method's hyperparameter instances, or mappings read as
       the method's hyperparameters.
@@ -328,11 +329,6 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
   Raises:
     ValueError: for an empty grid, a method without a program, a bad chunk.
   """
-  from ieu_jax import methods as methods_lib  # the methods import this module
-
-  if isinstance(method, str):
-    name = name or method
-    method = methods_lib.get(method)
   name = name or "sweep"
   if method.program is None:
     raise ValueError(f"{name}: the method has no program, so it cannot be swept.")

@@ -132,8 +132,8 @@ def _method_settings(setup: experiment.Setup, workdir: str, name: str,
     pass
   key = pipeline.method_key(setup.root_key, experiment._KEY_METHODS, name, 0)  # pylint: disable=protected-access
   start = time.perf_counter()
-  result = _program.sweep(name, setup.problem, settings, key,
-                          chunk=config.frontier.get("chunk"), name=name)
+  result = methods_lib.sweep(name, setup.problem, settings, key,
+                             chunk=config.frontier.get("chunk"))
   jax.block_until_ready(result.variables)
   seconds = time.perf_counter() - start
   rows: list[dict[str, Any]] = []

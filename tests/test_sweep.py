@@ -9,6 +9,7 @@ import ieu_jax
 from ieu_jax import _program
 from ieu_jax import data as data_lib
 from ieu_jax import methods
+from ieu_jax import models
 from ieu_jax.methods import base
 import builders
 
@@ -65,8 +66,8 @@ def _close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-@pytest.mark.parametrize("name", sorted(GRIDS))
-@pytest.mark.parametrize("layout", ["map", "vmap"])
+@pytest.mark.parametrize("name, layout", [(n, "vmap") for n in sorted(GRIDS)]
+                         + [("IEU", "map"), ("SCRUB", "map")])
 def test_every_setting_of_a_sweep_is_its_single_run(name, layout):
   problem, key = _problem(), jax.random.key(7)
   grid = _grid(name)
@@ -207,3 +208,27 @@ def test_bad_sweeps_are_refused_by_name():
   with pytest.raises(ValueError, match=r"missing \['momentum'\]"):
     _program.run(methods.get("FT").program(problem, _grid("FT")[0]), problem.original,
                  {"learning_rate": 0.1, "weight_decay": 0.0}, key)
+
+
+def test_a_batchnorm_sweep_carries_each_settings_statistics():
+  init_fn, apply_fn = models.build_model("cnn", 10, (28, 28, 1), features=(4, 8), hidden=16,
+                                         norm="batch")
+  ds = lambda n, s: data_lib.Dataset(
+      jnp.asarray(np.random.default_rng(s).normal(size=(n, 28, 28, 1)), jnp.float32),
+      jnp.asarray(np.random.default_rng(s).integers(0, 10, n), jnp.int32), 10)
+  original = init_fn(jax.random.key(0))
+  problem = methods.Problem(apply_fn=apply_fn, init_fn=init_fn, original=original,
+                            forget=ds(16, 1), retain=ds(32, 2), num_classes=10, train={})
+  grid = [methods.hparams("FT", dict(epochs=1, batch_size=8, learning_rate=lr)) for lr in (0.01, 0.1)]
+  key = jax.random.key(3)
+  result = ieu_jax.sweep("FT", problem, grid, key)
+  for g, hp in enumerate(grid):
+    single = methods.get("FT").unlearn(problem, hp, key)
+    got = _program.unstack(result.variables, g)
+    assert isinstance(got, ieu_jax.Variables)
+    _close(got, single, rtol=1e-4, atol=1e-5)  # params and running statistics alike
+  # Train mode moved the statistics away from the original's, differently per setting.
+  stats = lambda v: jax.tree.leaves(v.state)
+  assert not np.allclose(stats(_program.unstack(result.variables, 0))[0], stats(original)[0])
+  assert not np.allclose(stats(_program.unstack(result.variables, 0))[0],
+                         stats(_program.unstack(result.variables, 1))[0])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ieu_jax import _program
 from ieu_jax.hparams import HParams
 from ieu_jax.methods import ft
 from ieu_jax.methods import ga
@@ -69,4 +70,15 @@ def hparams(name: str, values: Any = None) -> HParams:
   return get(name).hparams_class.from_config(values, method=name)
 
 
-__all__ = ["REGISTRY", "Method", "Problem", "get", "hparams"]
+def sweep(method: str | Method, problem: Problem, grid, key, **kwargs) -> _program.SweepResult:
+  """:func:`ieu_jax._program.sweep` of a method given by its registry name (or itself).
+
+  ``ieu_jax.sweep`` is this function: ``G`` settings of one method as one program.
+  """
+  if isinstance(method, str):
+    kwargs.setdefault("name", method)
+    method = get(method)
+  return _program.sweep(method, problem, grid, key, **kwargs)
+
+
+__all__ = ["REGISTRY", "Method", "Problem", "get", "hparams", "sweep"]
