@@ -88,6 +88,9 @@ class Program:
     data: ``{"forget": (x, y), "retain": (x, y)}``, on the device.
     aux: arrays every step receives after ``hp``, the same for every setting
       (the retain set IEU samples from, SCRUB's teacher).
+    prefix_consistent: whether the segments are the same whatever the budget, so
+      that the first ``b`` steps of a longer run are the run with budget ``b``
+      (False for l1-sparse, whose penalty decays over the budget's epochs).
   """
 
   steps: Mapping[str, Callable[..., tuple[Any, Any, jax.Array]]]
@@ -96,6 +99,7 @@ class Program:
   arrays: tuple[str, ...]
   data: Mapping[str, tuple[jax.Array, jax.Array]]
   aux: tuple[Any, ...] = ()
+  prefix_consistent: bool = True
 
 
 def _passes(program: Program, key: jax.Array, budget: int | None):
@@ -204,7 +208,7 @@ def stack(tree: Any, num: int) -> Any:
 
 def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
                 key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
-                name: str = "sweep") -> tuple[Any, np.ndarray]:
+                name: str = "sweep", keep: Sequence[int] = ()) -> tuple[Any, np.ndarray]:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
   Every setting starts from ``variables``, sees the same batches and keys (the
@@ -223,10 +227,14 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
       inside a compiled step is slow on XLA:CPU). The numbers agree to float
       rounding; :func:`default_layout` is the measured choice.
     name: for logs.
+    keep: step counts below ``budget`` after which the models are also kept (a
+      program whose segments do not depend on its budget, ``prefix_consistent``,
+      after ``b`` steps is its run with budget ``b``).
 
   Returns:
     ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
-    ``(G,)`` boolean array, True where a setting diverged.
+    ``(G,)`` boolean array, True where a setting diverged. With ``keep``, a list of
+    such pairs: one per step count of ``keep``, in its order, then the budget's.
   """
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}.")
@@ -241,8 +249,15 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
                         _state.trainable(variables))
   opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
   stacked, opt_state = fresh_copy((stack(variables, num), opt_state))
+  keep = list(keep)
+  if keep and (budget is None or not program.prefix_consistent
+               or any(not 1 <= k < budget for k in keep)):
+    raise ValueError(f"keep={keep}: only step counts in [1, {budget}) of a program whose"
+                     " segments do not depend on its budget.")
+  kept = {}
   finite = jnp.ones(num, bool)
   start = time.perf_counter()
+  done = 0
   for seg, batches in _passes(program, key, budget):
     x, y = program.data[seg.data]
     seg_hp = hp
@@ -254,7 +269,12 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
           stacked, opt_state, x, y, batches[i], jax.random.fold_in(seg.epoch_key, i + 1),
           seg_hp, *program.aux)
       finite = finite & ok
+      done += 1
+      if done in keep:  # copied: the next step donates these buffers
+        kept[done] = (fresh_copy(stacked), ~np.asarray(finite))
   logging.info("%s: %d settings in %.1fs", name, num, time.perf_counter() - start)
+  if keep:
+    return [kept[k] for k in keep] + [(stacked, ~np.asarray(finite))]
   return stacked, ~np.asarray(finite)
 
 
@@ -340,11 +360,15 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
     raise ValueError(f"{name}: chunk={chunk!r} must be a positive integer or None.")
   layout = layout or default_layout()
   # Settings with equal static hyperparameters share a program, built once (SalUn's
-  # mask, for instance, is computed when its program is built).
+  # mask, for instance, is computed when its program is built). Where the segments do
+  # not depend on the budget, the budgets are one run too: the shorter ones are kept
+  # on the way (run_stacked's ``keep``).
   first = method.program(problem, grid[0], name)
+  share_budgets = first.prefix_consistent and all(getattr(h, "steps", None) for h in grid)
   groups: dict[str, list[int]] = {}
   for g, hp in enumerate(grid):
-    static = {k: v for k, v in hp.to_dict().items() if k not in first.arrays}
+    static = {k: v for k, v in hp.to_dict().items()
+              if k not in first.arrays and not (share_budgets and k == "steps")}
     static.update(hp.program_key())
     groups.setdefault(json.dumps(static, sort_keys=True, default=str), []).append(g)
   parts: list[Any] = [None] * len(grid)
@@ -352,17 +376,26 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
   count = 0
   for members in groups.values():
     prog = first if members[0] == 0 else method.program(problem, grid[members[0]], name)
-    size = len(members) if chunk is None else int(chunk)
-    for start in range(0, len(members), size):
-      block = members[start:start + size]
-      values = [{k: getattr(grid[g], k) for k in prog.arrays} for g in block]
-      stacked, div = run_stacked(prog, problem.original, values, key,
-                                 budget=getattr(grid[block[0]], "steps", None),
-                                 layout=layout, name=name)
+    budgets = sorted({getattr(grid[g], "steps", None) for g in members},
+                     key=lambda b: -1 if b is None else b)
+    runs: dict[tuple, int] = {}  # the settings' array values: one trajectory each
+    for g in members:
+      runs.setdefault(tuple(getattr(grid[g], k) for k in prog.arrays), len(runs))
+    trajectories = list(runs)
+    size = len(trajectories) if chunk is None else int(chunk)
+    for start in range(0, len(trajectories), size):
+      block = trajectories[start:start + size]
+      values = [dict(zip(prog.arrays, t)) for t in block]
+      out = run_stacked(prog, problem.original, values, key, budget=budgets[-1],
+                        keep=budgets[:-1], layout=layout, name=name)
+      by_budget = dict(zip(budgets, out if len(budgets) > 1 else [out]))
       count += 1
-      for i, g in enumerate(block):
-        parts[g] = (stacked, i)
-        diverged[g] = div[i]
+      for g in members:
+        t = tuple(getattr(grid[g], k) for k in prog.arrays)
+        if t in block:
+          stacked, div = by_budget[getattr(grid[g], "steps", None)]
+          parts[g] = (stacked, block.index(t))
+          diverged[g] = div[block.index(t)]
   # One stacked tree in the grid's order.
   variables = jax.tree.map(lambda *leaves: jnp.stack(leaves),
                            *[unstack(s, i) for s, i in parts])

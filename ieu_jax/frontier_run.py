@@ -15,7 +15,10 @@ beside.
 
 **RCD** (every attacker of the pipeline, normalised by Retrain's) is computed for
 each method's Pareto set only (``config.frontier.rcd = "pareto"``; ``"all"``: every
-setting; ``"none"``): it costs more than the rest of a setting together.
+setting; ``"none"``), and only for settings that lose at most
+``config.frontier.rcd_max_loss`` points of (validation) utility (None: any): it costs
+more than the rest of a setting together, and the claims at matched utility read no
+setting beyond their largest bound.
 
 Each method's finished settings are written as they complete
 (``W/<scenario>/seed<k>/frontier/<method>-<fingerprint>.json``, keyed by
@@ -103,6 +106,10 @@ def _check(config: ml_collections.ConfigDict) -> list[str]:
     raise ValueError(f"every method must have as many settings as every other: {sizes}.")
   if config.frontier.rcd not in RCD_POLICIES:
     raise ValueError(f"config.frontier.rcd={config.frontier.rcd!r}: use one of {RCD_POLICIES}.")
+  bound = config.frontier.get("rcd_max_loss")
+  if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                            or not bound >= 0):
+    raise ValueError(f"config.frontier.rcd_max_loss={bound!r} must be None or a number >= 0.")
   return names
 
 
@@ -121,7 +128,8 @@ def _method_settings(setup: experiment.Setup, workdir: str, name: str,
   policy = config.frontier.rcd
   stem = name.replace("/", "_") + "-" + pipeline.fingerprint(
       config, name, experiment._ROW_PARTS,  # pylint: disable=protected-access
-      extra={"grid": [h.to_dict() for h in settings], "rcd": policy})
+      extra={"grid": [h.to_dict() for h in settings], "rcd": policy,
+             "rcd_max_loss": config.frontier.get("rcd_max_loss")})
   path = os.path.join(workdir, "frontier", stem + ".json")
   try:
     with open(path) as f:
@@ -151,8 +159,11 @@ def _method_settings(setup: experiment.Setup, workdir: str, name: str,
   losses = [np.nan if r["diverged"] else frontier_lib.utility_loss(r, retrain, view) for r in rows]
   pareto = frontier_lib.pareto_flags(gaps, losses)
   rcd_start = time.perf_counter()
+  max_loss = config.frontier.get("rcd_max_loss")
   for g, row in enumerate(rows):
     if row["diverged"] or policy == "none" or (policy == "pareto" and not pareto[g]):
+      continue
+    if max_loss is not None and losses[g] > max_loss + 1e-9:
       continue
     results = setup.relearn_all(_program.unstack(result.variables, g))
     row["rcd"] = attackers_lib.rcd_by_attacker(results, retrain_rcd)
@@ -263,8 +274,9 @@ def setting_paragraph(frontier: Mapping[str, Any]) -> str:
       f" {', '.join(map(str, budgets))} optimizer steps. {total} unlearned models in all,"
       f" {diverged} of them diverged (kept, and counted in the tables). Memorisation gap"
       f" (Retrain's UA minus the original's, points, mean over seeds): {memo}. RCD"
-      f" (`config.frontier.rcd = '{config['frontier']['rcd']}'`) was computed for {rcd}"
-      f" settings. Pareto sets and matched utility are read in the validation plane"
+      f" (`config.frontier.rcd = '{config['frontier']['rcd']}'`, for settings that lose at"
+      f" most {config['frontier'].get('rcd_max_loss')} points of utility) was computed for"
+      f" {rcd} settings. Pareto sets and matched utility are read in the validation plane"
       f" (validation accuracy for TA, validation examples as the MIA's non-members):"
       f" choosing settings never reads the test split. Wall time"
       f" {frontier['wall_time_s'] / 60:.0f} min ({frontier['devices']}; a rerun that"

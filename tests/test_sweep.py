@@ -232,3 +232,23 @@ def test_a_batchnorm_sweep_carries_each_settings_statistics():
   assert not np.allclose(stats(_program.unstack(result.variables, 0))[0], stats(original)[0])
   assert not np.allclose(stats(_program.unstack(result.variables, 0))[0],
                          stats(_program.unstack(result.variables, 1))[0])
+
+
+@pytest.mark.parametrize("name, runs", [("RL", 1), ("l1-sparse", 2)])
+def test_budgets_share_one_run_where_the_segments_do_not_depend_on_them(name, runs):
+  problem, key = _problem(), jax.random.key(6)
+  fixed, varied = GRIDS[name]
+  lrs = varied["learning_rate"][:2]
+  grid = [methods.hparams(name, dict(fixed, learning_rate=lr, steps=b, **(
+      {"alpha": 1e-2} if name == "l1-sparse" else {}))) for b in (7, 19) for lr in lrs]
+  result = ieu_jax.sweep(name, problem, grid, key)
+  assert result.programs == runs  # l1-sparse's penalty decays over the budget's epochs
+  for g, hp in enumerate(grid):
+    _close(_program.unstack(result.variables, g), methods.get(name).unlearn(problem, hp, key),
+           rtol=2e-5, atol=2e-6)
+  with pytest.raises(ValueError, match="keep="):
+    prog = methods.get("l1-sparse").program(problem, methods.hparams(
+        "l1-sparse", dict(SGD, learning_rate=0.1, alpha=0.1, steps=9)))
+    _program.run_stacked(prog, problem.original, [{"learning_rate": 0.1, "momentum": 0.9,
+                                                   "weight_decay": 0.0, "alpha": 0.1}],
+                         key, budget=9, keep=[3])

@@ -158,9 +158,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.frontier.scenarios = ("random10", "random30", "random50", "class0", "mislabel10")
   c.frontier.seeds = (0, 1, 2)
   c.frontier.rcd = "pareto"  # RCD for each method's Pareto set ('all', 'none')
+  # ... among the settings within this utility loss (points; the claims' largest bound).
+  c.frontier.rcd_max_loss = config_dict.FieldReference(3.0, field_type=float)
   c.frontier.chunk = config_dict.placeholder(int)  # at most this many settings per program
   # Every method: 8 settings of its own, each at every budget (16 settings).
-  c.frontier.budgets = (30, 100)
+  c.frontier.budgets = (25, 75)
   lr4 = [1e-3, 3e-3, 1e-2, 3e-2]
   c.frontier.grids = ml_collections.ConfigDict({
       "FT": dict(learning_rate=lr4, momentum=[0.0, 0.9]),

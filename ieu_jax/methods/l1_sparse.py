@@ -104,7 +104,7 @@ def program(problem: base.Problem, hparams: L1SparseHParams,
   return _program.Program(
       steps={"descent": step}, init=lambda params, hp, key: base.sgd_from(hp).init(params),
       segments=segments, arrays=base.SGD_ARRAYS + ("alpha",),
-      data={"retain": (problem.retain.x, problem.retain.y)})
+      data={"retain": (problem.retain.x, problem.retain.y)}, prefix_consistent=False)
 
 
 def unlearn(problem: base.Problem, hparams: L1SparseHParams, key: jax.Array, *,
