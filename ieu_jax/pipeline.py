@@ -84,7 +84,11 @@ def _section(config: ml_collections.ConfigDict, part: str) -> Any:
   or equal to its model's default normalisation is left out, so the key's arrival
   kept every cached model and row (they were made with that normalisation); so are
   ``model.dtype`` None or ``'float32'`` and ``data.normalize`` None or ``'none'``."""
-  value = _plain(config[part])
+  return _without_defaults(part, _plain(config[part]))
+
+
+def _without_defaults(part: str, value: Any) -> Any:
+  """Section ``part`` (a plain value) without the keys at their unkeyed defaults."""
   if part == "model" and isinstance(value, dict) and "norm" in value:
     module = models.MODELS.get(value.get("name"))
     if value["norm"] is None or (
@@ -360,10 +364,12 @@ _OPERATIONAL_KEYS = ("strict_checkpoints", "save_unlearned", "frontier")
 
 
 def _computed(config: Any) -> Any:
-  """A config's JSON dictionary without its :data:`_OPERATIONAL_KEYS`."""
+  """A config's JSON dictionary without its :data:`_OPERATIONAL_KEYS`, and without
+  the keys a fingerprint leaves out at their defaults (a key that arrived at its
+  default changed no finished run)."""
   if not isinstance(config, dict):
     return config
-  return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
+  return {k: _without_defaults(k, v) for k, v in config.items() if k not in _OPERATIONAL_KEYS}
 
 
 def finished_run(run_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any] | None:

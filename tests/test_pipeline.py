@@ -148,3 +148,23 @@ def test_finished_run_is_the_same_config_whatever_its_save_unlearned(tmp_path):
   assert pipeline.finished_run(str(tmp_path), _config())["value"] == 1  # from before the key
   c.seed = 4
   assert pipeline.finished_run(str(tmp_path), c) is None
+
+
+def test_finished_run_survives_keys_that_arrived_at_their_defaults(tmp_path):
+  from experiments.configs import fashion_mnist
+  before = fashion_mnist.get_config("small").to_dict()
+  for section, key in (("data", "normalize"), ("model", "dtype"), ("model", "norm")):
+    before[section].pop(key, None)  # a run made before these keys existed
+  del before["frontier"]
+  with open(tmp_path / "results.json", "w") as f:
+    json.dump({"config": before, "value": 1}, f)
+  now = fashion_mnist.get_config("small")
+  assert pipeline.finished_run(str(tmp_path), now)["value"] == 1
+  now.model.dtype, now.data.normalize = "float32", "none"  # the defaults, spelt out
+  now.frontier.budgets = (1, 2)  # operational for a run of experiments.unlearn
+  assert pipeline.finished_run(str(tmp_path), now)["value"] == 1
+  for section, key, value in (("data", "normalize", "per_channel"), ("model", "dtype", "bfloat16"),
+                              ("model", "norm", "batch")):
+    changed = fashion_mnist.get_config("small")
+    changed[section][key] = value
+    assert pipeline.finished_run(str(tmp_path), changed) is None, key
