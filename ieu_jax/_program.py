@@ -35,12 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ieu_jax import _state
 from ieu_jax.training import NonFiniteError, epoch_indices, fresh_copy, tree_is_finite
 
 __all__ = ["LAYOUTS", "Program", "Segment", "SweepResult", "default_layout", "run", "run_stacked",
-           "stack", "sweep", "unstack"]
+           "settings_mesh", "stack", "sweep", "unstack"]
 
 LAYOUTS = ("map", "vmap")
 
@@ -184,8 +185,11 @@ def _check_values(program: Program, values: Mapping[str, Any]) -> None:
                      f" (the program takes {list(program.arrays)}).")
 
 
-def _stacked_step(fn: Callable, layout: str) -> Callable:
-  """One compiled step for ``G`` settings sharing the batch and the key."""
+def _stacked_step(fn: Callable, layout: str, mesh: Mesh | None = None,
+                  num_aux: int = 0) -> Callable:
+  """One compiled step for ``G`` settings sharing the batch and the key; with a
+  ``mesh`` of several devices, the settings' axis is split over them (each device
+  runs ``layout`` over its share; the data, batch and key are replicated)."""
 
   def step(variables, opt_state, x, y, idx, key, hp, *aux):
     batch = (x[idx], y[idx])
@@ -198,7 +202,21 @@ def _stacked_step(fn: Callable, layout: str) -> Callable:
       return jax.vmap(one)(variables, opt_state, hp)
     return jax.lax.map(lambda a: one(*a), (variables, opt_state, hp))
 
+  if mesh is not None and mesh.size > 1:
+    part, rep = P(_SETTINGS_AXIS), P()
+    step = jax.shard_map(step, mesh=mesh, in_specs=(part, part, rep, rep, rep, rep, part)
+                         + (rep,) * num_aux, out_specs=(part, part, part), check_vma=False)
   return jax.jit(step, donate_argnums=(0, 1))
+
+
+_SETTINGS_AXIS = "settings"
+
+
+def settings_mesh(devices=None) -> Mesh:
+  """A one-dimensional mesh over ``devices`` (default: this process's devices) for the
+  settings' axis of a sweep."""
+  devices = jax.local_devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (_SETTINGS_AXIS,))
 
 
 def stack(tree: Any, num: int) -> Any:
@@ -208,7 +226,8 @@ def stack(tree: Any, num: int) -> Any:
 
 def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
                 key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
-                name: str = "sweep", keep: Sequence[int] = ()) -> tuple[Any, np.ndarray]:
+                name: str = "sweep", keep: Sequence[int] = (),
+                mesh: Mesh | None = None) -> tuple[Any, np.ndarray]:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
   Every setting starts from ``variables``, sees the same batches and keys (the
@@ -230,6 +249,10 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     keep: step counts below ``budget`` after which the models are also kept (a
       program whose segments do not depend on its budget, ``prefix_consistent``,
       after ``b`` steps is its run with budget ``b``).
+    mesh: the devices the settings are split over (default: :func:`settings_mesh`,
+      this process's devices). ``G`` is padded to a multiple of their number with
+      copies of the last setting, dropped on return; the numbers equal one device's
+      to float rounding (``tests/test_sweep_sharding.py``).
 
   Returns:
     ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
@@ -242,13 +265,21 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     raise ValueError("run_stacked needs at least one setting.")
   for v in values:
     _check_values(program, v)
+  given = len(values)
+  mesh = settings_mesh() if mesh is None else mesh
+  if mesh.size > 1:  # padded with copies of the last setting, dropped below
+    values = list(values) + [values[-1]] * (-given % mesh.size)
   num = len(values)
   hp = {k: jnp.asarray([v[k] for v in values], jnp.float32) for k in program.arrays}
-  steps = {kind: _stacked_step(fn, layout) for kind, fn in program.steps.items()}
+  steps = {kind: _stacked_step(fn, layout, mesh, len(program.aux))
+           for kind, fn in program.steps.items()}
   params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
                         _state.trainable(variables))
   opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
   stacked, opt_state = fresh_copy((stack(variables, num), opt_state))
+  if mesh.size > 1:
+    part = NamedSharding(mesh, P(_SETTINGS_AXIS))
+    stacked, opt_state, hp = jax.device_put((stacked, opt_state, hp), part)
   keep = list(keep)
   if keep and (budget is None or not program.prefix_consistent
                or any(not 1 <= k < budget for k in keep)):
@@ -256,6 +287,8 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
                      " segments do not depend on its budget.")
   kept = {}
   finite = jnp.ones(num, bool)
+  if mesh.size > 1:
+    finite = jax.device_put(finite, NamedSharding(mesh, P(_SETTINGS_AXIS)))
   start = time.perf_counter()
   done = 0
   for seg, batches in _passes(program, key, budget):
@@ -272,10 +305,11 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
       done += 1
       if done in keep:  # copied: the next step donates these buffers
         kept[done] = (fresh_copy(stacked), ~np.asarray(finite))
-  logging.info("%s: %d settings in %.1fs", name, num, time.perf_counter() - start)
+  logging.info("%s: %d settings in %.1fs", name, given, time.perf_counter() - start)
+  trim = lambda pair: (jax.tree.map(lambda a: a[:given], pair[0]), pair[1][:given])
   if keep:
-    return [kept[k] for k in keep] + [(stacked, ~np.asarray(finite))]
-  return stacked, ~np.asarray(finite)
+    return [trim(kept[k]) for k in keep] + [trim((stacked, ~np.asarray(finite)))]
+  return trim((stacked, ~np.asarray(finite)))
 
 
 def epochs_then_steps(epochs: int, budget: int | None) -> Iterable[int]:
@@ -318,7 +352,7 @@ def default_layout() -> str:
 
 def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
           layout: str | None = None, chunk: int | None = None,
-          name: str | None = None) -> SweepResult:
+          name: str | None = None, mesh: Mesh | None = None) -> SweepResult:
   """Runs ``G`` settings of one method as one program: the grid of a frontier.
 
   Settings that share their static hyperparameters (batch size, budget, pass
@@ -341,6 +375,7 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
       :func:`default_layout`.
     chunk: at most this many settings per program (memory); None: all of a
       group. The numbers do not depend on it.
+    mesh: the devices the settings are split over (:func:`run_stacked`).
     name: the method's name for logs and errors.
 
   Returns:
@@ -387,7 +422,7 @@ def sweep(method: Any, problem: Any, grid: Sequence[Any], key: jax.Array, *,
       block = trajectories[start:start + size]
       values = [dict(zip(prog.arrays, t)) for t in block]
       out = run_stacked(prog, problem.original, values, key, budget=budgets[-1],
-                        keep=budgets[:-1], layout=layout, name=name)
+                        keep=budgets[:-1], layout=layout, name=name, mesh=mesh)
       by_budget = dict(zip(budgets, out if len(budgets) > 1 else [out]))
       count += 1
       for g in members:
