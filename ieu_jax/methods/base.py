@@ -26,12 +26,13 @@ import jax
 import optax
 
 from ieu_jax import _program
+from ieu_jax import training
 from ieu_jax._steps import ApplyFn
 from ieu_jax.data import Dataset
 from ieu_jax.hparams import HParams
 
-__all__ = ["Method", "Problem", "SGD_ARRAYS", "SGDHParams", "UnlearnFn", "run_program", "sgd",
-           "sgd_from"]
+__all__ = ["Method", "Problem", "SGD_ARRAYS", "SGDHParams", "UnlearnFn", "descent_program",
+           "run_program", "sgd", "sgd_from"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +127,25 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: Any = 0.9,
 def sgd_from(hp: Mapping[str, Any]) -> optax.GradientTransformation:
   """:func:`sgd` from the arrays of :data:`SGD_ARRAYS` in ``hp``."""
   return sgd(hp["learning_rate"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+
+
+def descent_program(problem: Problem, hparams: SGDHParams, objective: Any, data: str,
+                    kind: str) -> _program.Program:
+  """A program of one pass per epoch: the baselines' SGD descending on ``objective``
+  over ``data`` (``"forget"`` or ``"retain"``), epoch ``e`` keyed by ``fold_in(key, e)``
+  (FT on the retain set, GA's ascent objective on the forget set)."""
+  def step(variables, opt_state, batch, key, hp):
+    return training.descent_on(objective, sgd_from(hp))(variables, opt_state, batch, key)
+
+  def segments(key, budget):
+    for epoch in _program.epochs_then_steps(hparams.epochs, budget):
+      yield _program.Segment(kind, data, hparams.batch_size, jax.random.fold_in(key, epoch),
+                             f"epoch {epoch + 1}")
+
+  dataset = getattr(problem, data)
+  return _program.Program(
+      steps={kind: step}, init=lambda params, hp, key: sgd_from(hp).init(params),
+      segments=segments, arrays=SGD_ARRAYS, data={data: (dataset.x, dataset.y)})
 
 
 def run_program(program: _program.Program, problem: Problem, hparams: HParams,

@@ -65,20 +65,9 @@ def ascent_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
 
 def program(problem: base.Problem, hparams: GAHParams, name: str = "GA") -> _program.Program:
   """GA's program: epochs (or ``hparams.steps`` steps) of ascent on the forget set."""
-  objective = ascent_objective(problem.apply_fn)
-
-  def step(variables, opt_state, batch, key, hp):
-    return training.descent_on(objective, base.sgd_from(hp))(variables, opt_state, batch, key)
-
-  def segments(key, budget):
-    for epoch in _program.epochs_then_steps(hparams.epochs, budget):
-      yield _program.Segment("ascent", "forget", hparams.batch_size,
-                             jax.random.fold_in(key, epoch), f"epoch {epoch + 1}")
-
-  return _program.Program(
-      steps={"ascent": step}, init=lambda params, hp, key: base.sgd_from(hp).init(params),
-      segments=segments, arrays=base.SGD_ARRAYS,
-      data={"forget": (problem.forget.x, problem.forget.y)})
+  del name
+  return base.descent_program(problem, hparams, ascent_objective(problem.apply_fn), "forget",
+                              "ascent")
 
 
 def unlearn(problem: base.Problem, hparams: GAHParams, key: jax.Array, *,
