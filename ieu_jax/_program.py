@@ -91,6 +91,11 @@ class Program:
     prefix_consistent: whether the segments are the same whatever the budget, so
       that the first ``b`` steps of a longer run are the run with budget ``b``
       (False for l1-sparse, whose penalty decays over the budget's epochs).
+    aux_maps: ``{position in aux: data set name}``: entries of :attr:`aux` that are
+      the index map of a data set (``arange(n)`` in a single run, so the step's
+      ``x[index[i]]`` is ``x[i]``); under :func:`run_stacked`'s ``maps`` each
+      setting receives its own row of ``maps[name]`` there instead (IEU samples
+      its retain batches through one, so they stay in the setting's retain set).
   """
 
   steps: Mapping[str, Callable[..., tuple[Any, Any, jax.Array]]]
@@ -100,15 +105,23 @@ class Program:
   data: Mapping[str, tuple[jax.Array, jax.Array]]
   aux: tuple[Any, ...] = ()
   prefix_consistent: bool = True
+  aux_maps: Mapping[int, str] = dataclasses.field(default_factory=dict)
 
 
-def _passes(program: Program, key: jax.Array, budget: int | None):
-  """``(segment, batches)`` in order, the last one cut so the steps total ``budget``."""
+def _passes(program: Program, key: jax.Array, budget: int | None,
+            sizes: Mapping[str, int] | None = None):
+  """``(segment, batches)`` in order, the last one cut so the steps total ``budget``.
+
+  ``sizes`` overrides the number of examples of a data set (the width of its maps).
+  """
   done = 0
   for seg in program.segments(key, budget):
     if budget is not None and done >= budget:
       return
-    n = int(program.data[seg.data][1].shape[0])
+    if sizes and seg.data in sizes:
+      n = int(sizes[seg.data])
+    else:
+      n = int(program.data[seg.data][1].shape[0])
     if n == 0:
       raise ValueError(f"{seg.name}: the {seg.data} set is empty.")
     batches = epoch_indices(seg.epoch_key, n, seg.batch_size)
@@ -184,21 +197,86 @@ def _check_values(program: Program, values: Mapping[str, Any]) -> None:
                      f" (the program takes {list(program.arrays)}).")
 
 
-def _stacked_step(fn: Callable, layout: str) -> Callable:
-  """One compiled step for ``G`` settings sharing the batch and the key."""
+def _stacked_step(fn: Callable, layout: str, per_setting_keys: bool) -> Callable:
+  """One compiled step for ``G`` settings.
 
-  def step(variables, opt_state, x, y, idx, key, hp, *aux):
-    batch = (x[idx], y[idx])
+  ``idx`` and ``key`` are shared (``(b,)`` and one key) or, with
+  ``per_setting_keys``, one per setting along a leading axis. ``row`` is None or
+  the ``(G, n)`` index maps of the pass's data set: setting ``g``'s batch is then
+  ``x[row[g][idx]]``. ``aux`` holds the shared entries (None where a setting has
+  its own), ``per_aux`` ``{position: (G, ...) entries}``.
+  """
 
-    def one(v, o, h):
-      v, o, loss = fn(v, o, batch, key, h, *aux)
+  def step(variables, opt_state, x, y, idx, key, hp, row, aux, per_aux):
+
+    def one(v, o, h, r, i, k, pa):
+      j = i if r is None else r[i]
+      full = list(aux)
+      for pos, a in pa.items():
+        full[pos] = a
+      v, o, loss = fn(v, o, (x[j], y[j]), k, h, *full)
       return v, o, tree_is_finite(v) & jnp.isfinite(loss)
 
+    if per_setting_keys:
+      args = (variables, opt_state, hp, row, idx, key, per_aux)
+      mapped = one
+    else:
+      args = (variables, opt_state, hp, row, per_aux)
+      mapped = lambda v, o, h, r, pa: one(v, o, h, r, idx, key, pa)  # pylint: disable=unnecessary-lambda-assignment
     if layout == "vmap":
-      return jax.vmap(one)(variables, opt_state, hp)
-    return jax.lax.map(lambda a: one(*a), (variables, opt_state, hp))
+      return jax.vmap(mapped)(*args)
+    return jax.lax.map(lambda a: mapped(*a), args)
 
   return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _data_size(program: Program, name: str) -> int:
+  if name in program.data:
+    return int(program.data[name][1].shape[0])
+  pos = next(p for p, n in program.aux_maps.items() if n == name)
+  return int(jnp.shape(program.aux[pos])[0])
+
+
+def _check_maps(program: Program, maps: Mapping[str, Any] | None, num: int,
+                name: str) -> dict[str, jax.Array]:
+  """``maps`` as ``(G, n)`` int32 device arrays, after checking every entry."""
+  if not maps:
+    return {}
+  names = set(program.data) | set(program.aux_maps.values())
+  out = {}
+  for k, m in maps.items():
+    if k not in names:
+      raise ValueError(f"{name}: maps[{k!r}]: the program has no data set {k!r}"
+                       f" (it has {sorted(names)}).")
+    try:
+      a = np.asarray(m)
+    except ValueError as e:
+      raise ValueError(f"{name}: maps[{k!r}]: the rows have unequal widths; every setting"
+                       " needs the same number of examples.") from e
+    if a.dtype == object or a.ndim != 2:
+      raise ValueError(f"{name}: maps[{k!r}] has shape {a.shape}: it must be (G, n), one row"
+                       " of equal width per setting.")
+    if not np.issubdtype(a.dtype, np.integer):
+      raise ValueError(f"{name}: maps[{k!r}] has dtype {a.dtype}: it must hold integer indices.")
+    if a.shape[0] != num:
+      raise ValueError(f"{name}: maps[{k!r}] has {a.shape[0]} rows for {num} settings.")
+    if a.shape[1] == 0:
+      raise ValueError(f"{name}: maps[{k!r}] is empty: every setting needs at least one example.")
+    size = _data_size(program, k)
+    bad = np.argwhere((a < 0) | (a >= size))
+    if bad.size:
+      g, j = bad[0]
+      raise ValueError(f"{name}: maps[{k!r}][{g}, {j}] = {a[g, j]} is outside the data set's"
+                       f" {size} examples.")
+    out[k] = jnp.asarray(a, jnp.int32)
+  return out
+
+
+def _leading(tree: Any, num: int, what: str) -> None:
+  for leaf in jax.tree.leaves(tree):
+    if not jnp.shape(leaf) or jnp.shape(leaf)[0] != num:
+      raise ValueError(f"{what}: a leaf of shape {jnp.shape(leaf)} has no leading axis of"
+                       f" the {num} settings.")
 
 
 def stack(tree: Any, num: int) -> Any:
@@ -208,18 +286,26 @@ def stack(tree: Any, num: int) -> Any:
 
 def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
                 key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
-                name: str = "sweep", keep: Sequence[int] = ()) -> tuple[Any, np.ndarray]:
+                name: str = "sweep", keep: Sequence[int] = (),
+                maps: Mapping[str, Any] | None = None, keys: jax.Array | None = None,
+                stacked: bool = False, stacked_aux: Sequence[int] = ()) -> Any:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
-  Every setting starts from ``variables``, sees the same batches and keys (the
-  method's key), and differs only in its hyperparameter arrays; a setting whose
-  weights or loss stop being finite is marked diverged and the others go on.
+  By default every setting starts from ``variables``, sees the same batches and
+  keys (the method's key), and differs only in its hyperparameter arrays; a
+  setting whose weights or loss stop being finite is marked diverged and the
+  others go on. The keyword arguments ``maps``, ``keys``, ``stacked`` and
+  ``stacked_aux`` give each setting its own data, randomness, start and auxiliary
+  arrays (the shadow models of :mod:`ieu_jax.shadow`): setting ``g`` is then the
+  single :func:`run` of the program built on its own data (``x[maps[name][g]]``),
+  from its own variables, with ``keys[g]``.
 
   Args:
     program: the method's program.
-    variables: the original model's variables.
+    variables: the original model's variables; with ``stacked``, one per setting
+      along a leading axis.
     values: per setting, its values of ``program.arrays``.
-    key: the method's key.
+    key: the method's key (unused when ``keys`` is given).
     budget: None (the method's epochs) or the number of optimizer steps.
     layout: ``"vmap"`` (vectorised; a vmapped convolution becomes a grouped one)
       or ``"map"`` (the settings one after the other inside each compiled step,
@@ -230,11 +316,29 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     keep: step counts below ``budget`` after which the models are also kept (a
       program whose segments do not depend on its budget, ``prefix_consistent``,
       after ``b`` steps is its run with budget ``b``).
+    maps: None, or ``{data set name: (G, n_name) integer indices}``: setting ``g``'s
+      data set ``name`` is ``x[maps[name][g]]`` (rows of one width, so the passes
+      have the same length for every setting). Batch indices are drawn over
+      ``n_name`` and mapped per setting inside the step; a data set the program
+      samples through an index in its aux (:attr:`Program.aux_maps`) is mapped
+      there too.
+    keys: None, or ``G`` keys: setting ``g`` runs with ``keys[g]`` as its method
+      key (its own batches, step keys and optimizer initialisation) instead of
+      sharing ``key``.
+    stacked: whether ``variables`` already holds one start per setting.
+    stacked_aux: positions in ``program.aux`` of entries that hold one value per
+      setting along a leading axis (SCRUB's teacher, when every setting has its
+      own original).
 
   Returns:
     ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
     ``(G,)`` boolean array, True where a setting diverged. With ``keep``, a list of
     such pairs: one per step count of ``keep``, in its order, then the budget's.
+
+  Raises:
+    ValueError: for a bad layout, no settings, bad hyperparameter arrays, bad
+      ``keep``, or ``maps``, ``keys``, stacked variables or ``stacked_aux`` whose
+      shapes or indices do not fit (the error names the entry).
   """
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}.")
@@ -243,12 +347,37 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
   for v in values:
     _check_values(program, v)
   num = len(values)
+  maps = _check_maps(program, maps, num, name)
+  sizes = {k: int(m.shape[1]) for k, m in maps.items()}
+  if keys is not None and len(keys) != num:
+    raise ValueError(f"{name}: {len(keys)} keys for {num} settings.")
+  if stacked:
+    _leading(variables, num, f"{name}: stacked variables")
+  per_aux = {}
+  for pos in stacked_aux:
+    if not 0 <= pos < len(program.aux):
+      raise ValueError(f"{name}: stacked_aux position {pos} is outside the program's"
+                       f" {len(program.aux)} aux entries.")
+    _leading(program.aux[pos], num, f"{name}: aux entry {pos}")
+    per_aux[pos] = program.aux[pos]
+  for pos, data_name in program.aux_maps.items():
+    if data_name in maps:
+      per_aux[pos] = maps[data_name]
+  aux = tuple(None if p in per_aux else a for p, a in enumerate(program.aux))
   hp = {k: jnp.asarray([v[k] for v in values], jnp.float32) for k in program.arrays}
-  steps = {kind: _stacked_step(fn, layout) for kind, fn in program.steps.items()}
-  params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
-                        _state.trainable(variables))
-  opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
-  stacked, opt_state = fresh_copy((stack(variables, num), opt_state))
+  steps = {kind: _stacked_step(fn, layout, keys is not None)
+           for kind, fn in program.steps.items()}
+  if stacked:
+    params = _state.trainable(variables)
+  else:
+    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
+                          _state.trainable(variables))
+  if keys is None:
+    opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
+  else:
+    opt_state = jax.vmap(program.init)(params, hp, keys)
+  start_vars = variables if stacked else stack(variables, num)
+  stacked_vars, opt_state = fresh_copy((start_vars, opt_state))
   keep = list(keep)
   if keep and (budget is None or not program.prefix_consistent
                or any(not 1 <= k < budget for k in keep)):
@@ -258,24 +387,47 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
   finite = jnp.ones(num, bool)
   start = time.perf_counter()
   done = 0
-  for seg, batches in _passes(program, key, budget):
+  for seg, batches, epoch_key in _stacked_passes(program, key, keys, budget, sizes, name):
     x, y = program.data[seg.data]
+    row = maps.get(seg.data)
     seg_hp = hp
     if seg.values is not None:
       per = [seg.values(v) for v in values]
       seg_hp = {**hp, **{k: jnp.asarray([p[k] for p in per], jnp.float32) for k in per[0]}}
     for i in range(batches.shape[0]):
-      stacked, opt_state, ok = steps[seg.kind](
-          stacked, opt_state, x, y, batches[i], jax.random.fold_in(seg.epoch_key, i + 1),
-          seg_hp, *program.aux)
+      if keys is None:
+        step_key = jax.random.fold_in(epoch_key, i + 1)
+      else:
+        step_key = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(epoch_key)  # pylint: disable=cell-var-from-loop
+      stacked_vars, opt_state, ok = steps[seg.kind](
+          stacked_vars, opt_state, x, y, batches[i], step_key, seg_hp, row, aux, per_aux)
       finite = finite & ok
       done += 1
       if done in keep:  # copied: the next step donates these buffers
-        kept[done] = (fresh_copy(stacked), ~np.asarray(finite))
+        kept[done] = (fresh_copy(stacked_vars), ~np.asarray(finite))
   logging.info("%s: %d settings in %.1fs", name, num, time.perf_counter() - start)
   if keep:
-    return [kept[k] for k in keep] + [(stacked, ~np.asarray(finite))]
-  return stacked, ~np.asarray(finite)
+    return [kept[k] for k in keep] + [(stacked_vars, ~np.asarray(finite))]
+  return stacked_vars, ~np.asarray(finite)
+
+
+def _stacked_passes(program: Program, key: jax.Array, keys: jax.Array | None,
+                    budget: int | None, sizes: Mapping[str, int], name: str):
+  """``(segment, batches, epoch_key)`` of each pass: shared (``batches (steps, b)``)
+  or, with ``keys``, one per setting (``batches (steps, G, b)``, ``G`` epoch keys)."""
+  if keys is None:
+    for seg, batches in _passes(program, key, budget, sizes):
+      yield seg, batches, seg.epoch_key
+    return
+  for parts in zip(*[_passes(program, k, budget, sizes) for k in keys]):
+    seg = parts[0][0]
+    for other, batches in parts[1:]:
+      if ((other.kind, other.data, other.batch_size) != (seg.kind, seg.data, seg.batch_size)
+          or batches.shape != parts[0][1].shape):
+        raise ValueError(f"{name}: with per-setting keys the passes must agree in all but"
+                         f" their keys; {seg.name} and {other.name} differ.")
+    yield (seg, jnp.stack([b for _, b in parts], axis=1),
+           jnp.stack([s.epoch_key for s, _ in parts]))
 
 
 def epochs_then_steps(epochs: int, budget: int | None) -> Iterable[int]:
