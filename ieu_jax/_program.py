@@ -96,6 +96,8 @@ class Program:
       ``x[index[i]]`` is ``x[i]``); under :func:`run_stacked`'s ``maps`` each
       setting receives its own row of ``maps[name]`` there instead (IEU samples
       its retain batches through one, so they stay in the setting's retain set).
+    init_aux: arrays :attr:`init` receives after its key, not passed to the steps
+      (SalUn's saliency mask, which its optimizer keeps in its state).
   """
 
   steps: Mapping[str, Callable[..., tuple[Any, Any, jax.Array]]]
@@ -106,6 +108,7 @@ class Program:
   aux: tuple[Any, ...] = ()
   prefix_consistent: bool = True
   aux_maps: Mapping[int, str] = dataclasses.field(default_factory=dict)
+  init_aux: tuple[Any, ...] = ()
 
 
 def _passes(program: Program, key: jax.Array, budget: int | None,
@@ -166,7 +169,7 @@ def run(program: Program, variables: Any, values: Mapping[str, float], key: jax.
   _check_values(program, values)
   steps = {kind: _single_step(fn) for kind, fn in program.steps.items()}
   hp = _hp_arrays(values)
-  opt_state = program.init(_state.trainable(variables), hp, key)
+  opt_state = program.init(_state.trainable(variables), hp, key, *program.init_aux)
   variables, opt_state = fresh_copy((variables, opt_state))
   start = last = time.perf_counter()
   for seg, batches in _passes(program, key, budget):
@@ -288,7 +291,8 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
                 key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
                 name: str = "sweep", keep: Sequence[int] = (),
                 maps: Mapping[str, Any] | None = None, keys: jax.Array | None = None,
-                stacked: bool = False, stacked_aux: Sequence[int] = ()) -> Any:
+                stacked: bool = False, stacked_aux: Sequence[int] = (),
+                stacked_init_aux: Sequence[int] = ()) -> Any:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
   By default every setting starts from ``variables``, sees the same batches and
@@ -329,6 +333,8 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     stacked_aux: positions in ``program.aux`` of entries that hold one value per
       setting along a leading axis (SCRUB's teacher, when every setting has its
       own original).
+    stacked_init_aux: positions in ``program.init_aux`` of entries with one value
+      per setting (SalUn's mask, when every setting has its own original).
 
   Returns:
     ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
@@ -363,6 +369,11 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
   for pos, data_name in program.aux_maps.items():
     if data_name in maps:
       per_aux[pos] = maps[data_name]
+  for pos in stacked_init_aux:
+    if not 0 <= pos < len(program.init_aux):
+      raise ValueError(f"{name}: stacked_init_aux position {pos} is outside the program's"
+                       f" {len(program.init_aux)} init_aux entries.")
+    _leading(program.init_aux[pos], num, f"{name}: init_aux entry {pos}")
   aux = tuple(None if p in per_aux else a for p, a in enumerate(program.aux))
   hp = {k: jnp.asarray([v[k] for v in values], jnp.float32) for k in program.arrays}
   steps = {kind: _stacked_step(fn, layout, keys is not None)
@@ -372,10 +383,9 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
   else:
     params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
                           _state.trainable(variables))
-  if keys is None:
-    opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
-  else:
-    opt_state = jax.vmap(program.init)(params, hp, keys)
+  init_axes = tuple(0 if p in stacked_init_aux else None for p in range(len(program.init_aux)))
+  opt_state = jax.vmap(program.init, in_axes=(0, 0, None if keys is None else 0) + init_axes)(
+      params, hp, key if keys is None else keys, *program.init_aux)
   start_vars = variables if stacked else stack(variables, num)
   stacked_vars, opt_state = fresh_copy((start_vars, opt_state))
   keep = list(keep)

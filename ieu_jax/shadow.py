@@ -186,7 +186,8 @@ def unlearn_shadows(method: str | methods.Method, problem_like: methods.Problem,
   up to float rounding, where ``problem_m`` is ``problem_like`` with ``original``
   the copy's model, ``forget = population[forgotten[m]]`` and ``retain =
   population[trained[m] & ~forgotten[m]]``. A program entry that is the original
-  (SCRUB's teacher) is each copy's own.
+  (SCRUB's teacher) is each copy's own; so is SalUn's saliency mask (computed per
+  copy from its model and forget subset).
 
   Args:
     method: a registry name or a :class:`ieu_jax.methods.Method` with a program.
@@ -207,8 +208,7 @@ def unlearn_shadows(method: str | methods.Method, problem_like: methods.Problem,
     weights or loss stopped being finite.
 
   Raises:
-    ValueError: for a method without a program, SalUn (its saliency mask is
-      computed from one original when its program is built), or malformed matrices.
+    ValueError: for a method without a program, or malformed matrices.
   """
   if isinstance(method, str):
     name = name or method
@@ -216,9 +216,6 @@ def unlearn_shadows(method: str | methods.Method, problem_like: methods.Problem,
   name = name or "unlearn"
   if method.program is None:
     raise ValueError(f"{name}: the method has no program; Retrain is retrain_shadows.")
-  if method.program is salun.program:
-    raise ValueError(f"{name}: SalUn's saliency mask is built from one original model, not"
-                     " one per copy; unlearn_shadows does not support it yet.")
   trained, forgotten = _inclusion(trained, forgotten)
   if trained.shape[1] != len(population):
     raise ValueError(f"trained has {trained.shape[1]} columns for a population of"
@@ -230,14 +227,26 @@ def unlearn_shadows(method: str | methods.Method, problem_like: methods.Problem,
     hparams = method.hparams_class.from_config(hparams, method=name)
   problem = dataclasses.replace(problem_like, original=shadows, forget=population,
                                 retain=population)
-  program = method.program(problem, hparams, name)
+  init_stacked = ()
+  if method.program is salun.program:
+    # Each copy's saliency mask: its own model's gradient over its own forget subset,
+    # by the same function (the same chunks) as its single run.
+    masks = [salun.saliency_mask(salun.forget_gradient(
+        problem_like.apply_fn, _program.unstack(shadows, m), population.x[maps["forget"][m]],
+        population.y[maps["forget"][m]], hparams.batch_size), hparams.mask_fraction)
+             for m in range(num)]
+    program = salun.program(problem, hparams, name,
+                            mask=jax.tree.map(lambda *a: jnp.stack(a), *masks))
+    init_stacked = (0,)
+  else:
+    program = method.program(problem, hparams, name)
   used = set(program.data) | set(program.aux_maps.values())
   stacked_aux = tuple(p for p, a in enumerate(program.aux) if a is shadows)
   values = {k: getattr(hparams, k) for k in program.arrays}
   return _program.run_stacked(
       program, shadows, [values] * num, None, budget=getattr(hparams, "steps", None),
       maps={k: v for k, v in maps.items() if k in used}, keys=jax.random.split(key, num),
-      stacked=True, stacked_aux=stacked_aux, layout=layout or _program.default_layout(),
+      stacked=True, stacked_aux=stacked_aux, stacked_init_aux=init_stacked, layout=layout or _program.default_layout(),
       name=name)
 
 

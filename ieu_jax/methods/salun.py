@@ -171,24 +171,35 @@ def keep_masked(mask: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def program(problem: base.Problem, hparams: SalUnHParams, name: str = "SalUn") -> _program.Program:
+def program(problem: base.Problem, hparams: SalUnHParams, name: str = "SalUn", *,
+            mask: Any = None) -> _program.Program:
   """SalUn's program: RL's passes with the optimizer masked by the saliency of the
-  original's forget gradient (computed once, when the program is built)."""
+  original's forget gradient (computed once, when the program is built).
+
+  The mask enters the optimizer's state through the program's ``init_aux`` (the
+  steps read it from there), so ``mask`` may be given instead: a stacked one,
+  one per copy, lets :func:`ieu_jax.shadow.unlearn_shadows` give each copy its own.
+  """
   mode = hparams.mask_applies_to
   if mode not in MASK_MODES:
     raise ValueError(f"mask_applies_to={mode!r}: use one of {MASK_MODES}.")
-  grads = forget_gradient(
-      problem.apply_fn, problem.original, problem.forget.x, problem.forget.y,
-      hparams.batch_size,
-  )
-  mask = saliency_mask(grads, hparams.mask_fraction)
+  if mask is None:
+    grads = forget_gradient(
+        problem.apply_fn, problem.original, problem.forget.x, problem.forget.y,
+        hparams.batch_size,
+    )
+    mask = saliency_mask(grads, hparams.mask_fraction)
 
-  def tx(hp):
+  def tx(hp, mask):
     sgd = base.sgd_from(hp)
     return (optax.chain(sgd, keep_masked(mask)) if mode == "updates"
             else optax.chain(keep_masked(mask), sgd))
 
-  return rl.program(problem, hparams, name, tx=tx)
+  # The steps' optimizer reads the mask from its state (MaskState), never from the
+  # closure: the mask given here only shapes the trace.
+  prog = rl.program(problem, hparams, name, tx=lambda hp: tx(hp, mask))
+  return dataclasses.replace(prog, init=lambda params, hp, key, m: tx(hp, m).init(params),
+                             init_aux=(mask,))
 
 
 def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
