@@ -32,6 +32,7 @@ Hyperparameters: :class:`SalUnHParams`, those of RL plus ``mask_fraction``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any, Literal, NamedTuple
@@ -124,24 +125,27 @@ def forget_gradient(
   num_chunks = -(-n // batch)
 
   params, state = _state.split(params)
-
-  @jax.jit
-  def chunk_grad(params, state, start):
-    idx = start + jnp.arange(batch)
-    weight = (idx < n).astype(jnp.float32) / n
-    idx = jnp.minimum(idx, n - 1)
-
-    def total_loss(p):
-      logits = apply_fn(_state.merge(p, state), x[idx])  # eval mode
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
-      return jnp.sum(weight * losses)
-
-    return jax.grad(total_loss)(params)
-
-  grads = chunk_grad(params, state, 0)
+  grads = _chunk_grad(apply_fn, n, batch, params, state, x, y, 0)
   for c in range(1, num_chunks):
-    grads = jax.tree.map(jnp.add, grads, chunk_grad(params, state, c * batch))
+    grads = jax.tree.map(jnp.add, grads,
+                         _chunk_grad(apply_fn, n, batch, params, state, x, y, c * batch))
   return grads
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _chunk_grad(apply_fn, n, batch, params, state, x, y, start):
+  """The gradient of ``sum_i w_i CE_i`` over the chunk at ``start`` (``w_i = 1/n``, 0 on
+  the padding); compiled once per model, set size and chunk (shadow copies share it)."""
+  idx = start + jnp.arange(batch)
+  weight = (idx < n).astype(jnp.float32) / n
+  idx = jnp.minimum(idx, n - 1)
+
+  def total_loss(p):
+    logits = apply_fn(_state.merge(p, state), x[idx])  # eval mode
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
+    return jnp.sum(weight * losses)
+
+  return jax.grad(total_loss)(params)
 
 
 class MaskState(NamedTuple):
