@@ -33,6 +33,7 @@ retrained pairs).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -89,18 +90,28 @@ def scores_and_accuracy(apply_fn, stacked: Any, data: data_lib.Dataset,
                         chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
   """``(scores, correct)``: ``(N, n)`` logit confidences and correctness of every copy.
 
-  The copies run in eval mode over ``data`` in chunks of ``chunk`` examples, all
-  copies at once (``vmap``).
+  The copies run in eval mode over ``data`` in chunks of ``chunk`` examples (the last
+  one padded, so one compilation serves every chunk), all copies at once (``vmap``).
   """
-  logits_of = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))
+  n = len(data)
+  size = min(chunk, n)
   scores, correct = [], []
-  for start in range(0, len(data), chunk):
-    x, y = data.x[start:start + chunk], np.asarray(data.y[start:start + chunk])
-    logits = np.asarray(logits_of(stacked, x), np.float64)
+  for start in range(0, n, size):
+    x = data.x[start:start + size]
+    y = np.asarray(data.y[start:start + size])
+    pad = size - x.shape[0]
+    if pad:
+      x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+    logits = np.asarray(_logits(apply_fn, stacked, x), np.float64)[:, :size - pad]
     labels = np.broadcast_to(y, logits.shape[:2])
     scores.append(privacy.logit_confidence(logits, labels))
     correct.append(logits.argmax(-1) == labels)
   return np.concatenate(scores, axis=1), np.concatenate(correct, axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(apply_fn, stacked, x):
+  return jax.vmap(apply_fn, in_axes=(0, None))(stacked, x)
 
 
 def _forgetting_quality(unlearned: np.ndarray, retrained: np.ndarray, forgotten: np.ndarray,
