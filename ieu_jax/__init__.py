@@ -74,7 +74,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "frontier", "frontier_run",
                "generative", "hparams", "methods", "models", "outputs", "pipeline", "privacy",
-               "shadow", "theory", "training")
+               "shadow", "theory", "training", "ulira_run")
 
 
 def __getattr__(name):
