@@ -167,3 +167,33 @@ def test_fingerprint_reads_array_bytes_and_keys():
   assert shadow.fingerprint(base) != shadow.fingerprint({**base, "x": np.arange(4) + 1})
   assert shadow.fingerprint(base) != shadow.fingerprint({**base, "key": jax.random.key(2)})
   assert shadow.fingerprint(base) != shadow.fingerprint({**base, "cfg": {"a": 2}})
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_a_tiny_cnn_trains_and_unlearns_as_its_single_runs(norm):
+  # Convolutions (vmapped: grouped) and, with BatchNorm, running statistics per copy.
+  from ieu_jax import models  # pylint: disable=g-import-not-at-top
+  init_fn, apply_fn = models.build_model("cnn", 3, (6, 6, 1), features=(4,), hidden=8, norm=norm)
+  kx, ky = jax.random.split(jax.random.key(0))
+  pop = data_lib.Dataset(jax.random.normal(kx, (16, 6, 6, 1)),
+                         jax.random.randint(ky, (16,), 0, 3), 3)
+  trained, forgotten = privacy.inclusion(1, 2, 16, 3)
+  recipe = dict(RECIPE, batch_size=4, epochs=1)
+  stacked = shadow.train_shadows(init_fn, apply_fn, pop, trained, recipe, jax.random.key(2))
+  keys = jax.random.split(jax.random.key(2), 2)
+  sub = lambda mask: data_lib.Dataset(pop.x[np.flatnonzero(mask)], pop.y[np.flatnonzero(mask)], 3)
+  hp = methods.hparams("SCRUB", dict(SGD, epochs=1, msteps=1, learning_rate=0.05))
+  problem = methods.Problem(apply_fn=apply_fn, init_fn=init_fn, original=None, forget=None,
+                            retain=None, num_classes=3, train=recipe)
+  unlearned, diverged = shadow.unlearn_shadows("SCRUB", problem, stacked, trained, forgotten, hp,
+                                               jax.random.key(5), population=pop)
+  assert not diverged.any()
+  ukeys = jax.random.split(jax.random.key(5), 2)
+  for m in range(2):
+    single = retrain.train_model(init_fn, apply_fn, sub(trained[m]), recipe, keys[m], "single")
+    _close(_program.unstack(stacked, m), single, rtol=1e-4, atol=1e-5)
+    one = methods.Problem(apply_fn=apply_fn, init_fn=init_fn, original=single,
+                          forget=sub(forgotten[m]), retain=sub(trained[m] & ~forgotten[m]),
+                          num_classes=3, train=recipe)
+    _close(_program.unstack(unlearned, m), methods.get("SCRUB").unlearn(one, hp, ukeys[m]),
+           rtol=1e-4, atol=1e-5)
