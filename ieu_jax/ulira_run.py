@@ -81,7 +81,8 @@ def _population(train: data_lib.Dataset, size: int | None) -> data_lib.Dataset:
   n = len(train) if size is None else int(size)
   if not 2 <= n <= len(train):
     raise ValueError(f"config.ulira.population={size!r}: the training split has {len(train)}"
-                     " examples; give an even number in [2, that] or None.")
+                     " examples; give a number in [2, that] (an odd one loses its last"
+                     " example) or None.")
   n -= n % 2
   return data_lib.Dataset(train.x[:n], train.y[:n], train.num_classes)
 

@@ -63,3 +63,13 @@ def test_the_configs_shadow_settings():
   assert default.ulira.num_shadows == 64 and default.ulira.population is None
   assert ulira_run.method_names(default) == ["FT", "GA", "IEU", "SalUn", "SCRUB"]
   assert small.ulira.num_shadows == 16 and small.ulira.population == 400
+
+
+def test_the_population_is_the_head_of_the_training_split_made_even():
+  train = data_lib.Dataset(jnp.arange(9.0)[:, None], jnp.arange(9) % 2, 2)
+  assert len(ulira_run._population(train, None)) == 8
+  head = ulira_run._population(train, 5)
+  assert len(head) == 4 and np.asarray(head.x)[:, 0].tolist() == [0, 1, 2, 3]
+  for bad in (1, 10):
+    with pytest.raises(ValueError, match=f"population={bad}: the training split has 9"):
+      ulira_run._population(train, bad)
