@@ -26,6 +26,7 @@ set size; an epoch's length is not).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import time
@@ -212,7 +213,7 @@ def _stacked_step(fn: Callable, layout: str, per_setting_keys: bool) -> Callable
 
   def step(variables, opt_state, x, y, idx, key, hp, row, aux, per_aux):
 
-    def one(v, o, h, r, i, k, pa):
+    def one(v, o, h, r, pa, i, k):
       j = i if r is None else r[i]
       full = list(aux)
       for pos, a in pa.items():
@@ -220,12 +221,11 @@ def _stacked_step(fn: Callable, layout: str, per_setting_keys: bool) -> Callable
       v, o, loss = fn(v, o, (x[j], y[j]), k, h, *full)
       return v, o, tree_is_finite(v) & jnp.isfinite(loss)
 
+    args = (variables, opt_state, hp, row, per_aux)
     if per_setting_keys:
-      args = (variables, opt_state, hp, row, idx, key, per_aux)
-      mapped = one
+      args, mapped = args + (idx, key), one
     else:
-      args = (variables, opt_state, hp, row, per_aux)
-      mapped = lambda v, o, h, r, pa: one(v, o, h, r, idx, key, pa)  # pylint: disable=unnecessary-lambda-assignment
+      mapped = functools.partial(one, i=idx, k=key)
     if layout == "vmap":
       return jax.vmap(mapped)(*args)
     return jax.lax.map(lambda a: mapped(*a), args)
@@ -408,7 +408,7 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
       if keys is None:
         step_key = jax.random.fold_in(epoch_key, i + 1)
       else:
-        step_key = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(epoch_key)  # pylint: disable=cell-var-from-loop
+        step_key = _fold_in_each(epoch_key, i + 1)
       stacked_vars, opt_state, ok = steps[seg.kind](
           stacked_vars, opt_state, x, y, batches[i], step_key, seg_hp, row, aux, per_aux)
       finite = finite & ok
@@ -419,6 +419,12 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
   if keep:
     return [kept[k] for k in keep] + [(stacked_vars, ~np.asarray(finite))]
   return stacked_vars, ~np.asarray(finite)
+
+
+@jax.jit
+def _fold_in_each(keys: jax.Array, data: int) -> jax.Array:
+  """``fold_in(k, data)`` for each key of ``keys``."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
 
 
 def _stacked_passes(program: Program, key: jax.Array, keys: jax.Array | None,

@@ -246,7 +246,8 @@ def unlearn_shadows(method: str | methods.Method, problem_like: methods.Problem,
   return _program.run_stacked(
       program, shadows, [values] * num, None, budget=getattr(hparams, "steps", None),
       maps={k: v for k, v in maps.items() if k in used}, keys=jax.random.split(key, num),
-      stacked=True, stacked_aux=stacked_aux, stacked_init_aux=init_stacked, layout=layout or _program.default_layout(),
+      stacked=True, stacked_aux=stacked_aux, stacked_init_aux=init_stacked,
+      layout=layout or _program.default_layout(),
       name=name)
 
 
@@ -258,7 +259,8 @@ def _digest(value: Any) -> Any:
     value = jax.random.key_data(value)
   if isinstance(value, (np.ndarray, jax.Array)):
     a = np.ascontiguousarray(np.asarray(value))
-    return "sha256:" + hashlib.sha256(f"{a.dtype.name}{a.shape};".encode() + a.tobytes()).hexdigest()
+    digest = hashlib.sha256(f"{a.dtype.name}{a.shape};".encode() + a.tobytes())
+    return "sha256:" + digest.hexdigest()
   if hasattr(value, "to_dict"):
     value = value.to_dict()
   if isinstance(value, Mapping):

@@ -162,7 +162,7 @@ def test_bad_keys_starts_and_aux_are_refused():
   with pytest.raises(ValueError, match="2 keys for 3 settings"):
     run(keys=jax.random.split(jax.random.key(0), 2))
   with pytest.raises(ValueError,
-                     match=r"stacked variables: a leaf of shape \(4,\) has no leading axis of the 3"):
+                     match=r"stacked variables: a leaf of shape \(4,\) has no leading axis"):
     run(stacked=True)
   with pytest.raises(ValueError, match=r"aux entry 0: a leaf of shape \(4,\)"):
     run(stacked_aux=(0,))

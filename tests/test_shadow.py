@@ -76,7 +76,8 @@ def test_a_shadow_never_sees_an_example_outside_its_half():
   x[i] = np.nan
   holders = np.flatnonzero(TRAINED[:, i]).tolist()
   assert 0 < len(holders) < N
-  with pytest.raises(ieu_jax.NonFiniteError, match=re.escape(f"models {holders} stopped being finite")):
+  with pytest.raises(ieu_jax.NonFiniteError,
+                     match=re.escape(f"models {holders} stopped being finite")):
     shadow.train_shadows(_init, _apply, _population(x), TRAINED, RECIPE, jax.random.key(1))
 
 
@@ -123,7 +124,8 @@ def test_bad_inclusion_and_methods_are_refused(shadows):
   with pytest.raises(ValueError, match=r"model 0 has 12, model 1 has 13"):
     shadow.train_shadows(_init, _apply, POPULATION, unequal, RECIPE, jax.random.key(0))
   with pytest.raises(ValueError, match=r"trained has 25 columns for a population of 24"):
-    shadow.train_shadows(_init, _apply, POPULATION, np.pad(TRAINED, ((0, 0), (0, 1))), RECIPE, jax.random.key(0))
+    shadow.train_shadows(_init, _apply, POPULATION, np.pad(TRAINED, ((0, 0), (0, 1))), RECIPE,
+                         jax.random.key(0))
   with pytest.raises(ValueError, match=r"trained must be an \(N, population\) boolean matrix"):
     shadow.train_shadows(_init, _apply, POPULATION, TRAINED.astype(int), RECIPE, jax.random.key(0))
   outside = FORGOTTEN.copy()
