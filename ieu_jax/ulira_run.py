@@ -146,11 +146,14 @@ def _finite_copies(stacked: Any) -> np.ndarray:
 def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, setup,
          seed: int) -> dict[str, Any]:
   """A row's scores, RA, TA and U-LiRA (over its finite copies); private fields start
-  with ``_``."""
+  with ``_``. A row whose every copy diverged has NaN metrics."""
   pop, test, apply_fn = setup
   ok = _finite_copies(stacked)
   if not ok.any():
-    raise ValueError(f"{name}: every copy diverged; lower its learning rate.")
+    logging.warning("%s: every copy diverged; its row has no metric.", name)
+    nan = float("nan")
+    return {"name": name, "ulira_accuracy": {"mean": nan, "std": nan}, "RA": nan, "TA": nan,
+            "diverged": int(ok.size), "_ok": ok}
   stacked = jax.tree.map(lambda a: a[np.flatnonzero(ok)], stacked)
   scores, correct = scores_and_accuracy(apply_fn, stacked, pop)
   _, test_correct = scores_and_accuracy(apply_fn, stacked, test)
@@ -170,7 +173,11 @@ def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, se
 def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten: np.ndarray,
                    delta: float) -> None:
   """``forgetting_quality``, ``challenge_score`` and ``examples_skipped`` of ``row``
-  against the Retrain copies, over the copies finite in both."""
+  against the Retrain copies, over the copies finite in both (NaN without any)."""
+  if not (row["_ok"] & reference["_ok"]).any():
+    row.update(forgetting_quality=float("nan"), challenge_score=float("nan"),
+               examples_skipped=None)
+    return
   full = lambda r: _expand(r["_scores"], r["_ok"])  # pylint: disable=unnecessary-lambda-assignment
   both = row["_ok"] & reference["_ok"]
   fq, skipped, _ = _forgetting_quality(full(row)[both], full(reference)[both], forgotten[both],
@@ -281,6 +288,9 @@ def write_report(out: Mapping[str, Any], rows, workdir: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(len(rows), 1, figsize=(7, 2.2 * len(rows)), squeeze=False)
   for ax, row in zip(axes[:, 0], rows):
+    if "_llr" not in row:
+      ax.set_title(f"{row['name']}: every copy diverged", fontsize=9)
+      continue
     llr, used = row["_llr"], row["_used"]
     unlearned = np.isfinite(llr) & used & row["_unlearned"]
     retrained_pairs = np.isfinite(llr) & used & ~unlearned

@@ -73,3 +73,55 @@ def test_the_population_is_the_head_of_the_training_split_made_even():
   for bad in (1, 10):
     with pytest.raises(ValueError, match=f"population={bad}: the training split has 9"):
       ulira_run._population(train, bad)
+
+
+def _linear_rows():
+  from ieu_jax import privacy  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  n, num = 40, 6
+  y = rng.integers(0, 3, n)
+  x = rng.normal(size=(n, 4)) + np.eye(3, 4)[y]
+  pop = data_lib.Dataset(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), 3)
+  test = data_lib.Dataset(pop.x[:10], pop.y[:10], 3)
+  trained, forgotten = privacy.inclusion(0, num, n, 10)
+  w = rng.normal(size=(num, 4, 3))
+  w[2] = np.nan  # copy 2 diverged
+  ref = rng.normal(size=(num, 4, 3))
+  ref[4] = np.nan  # Retrain's copy 4 too
+  return pop, test, trained, forgotten, w, ref
+
+
+def test_rows_leave_diverged_copies_out_and_pair_the_rest_by_copy():
+  from ieu_jax import privacy  # pylint: disable=g-import-not-at-top
+  pop, test, trained, forgotten, w, ref = _linear_rows()
+  setup = (pop, test, _apply)
+  row = ulira_run._row("M", {"w": jnp.asarray(w, jnp.float32)}, trained, forgotten, setup, 0)
+  reference = ulira_run._row("Retrain", {"w": jnp.asarray(ref, jnp.float32)}, trained,
+                             forgotten, setup, 0)
+  assert row["diverged"] == 1 and reference["diverged"] == 1
+  ok = np.arange(6) != 2
+  scores, _ = ulira_run.scores_and_accuracy(_apply, {"w": jnp.asarray(w[ok], jnp.float32)}, pop)
+  want = privacy.ulira(scores, trained[ok], forgotten[ok], seed=0)
+  assert row["ulira_accuracy"]["mean"] == pytest.approx(want.mean, nan_ok=True)
+  ulira_run._add_challenge(row, reference, forgotten, 1e-5)
+  # By hand: copies finite on both sides (all but 2 and 4), example by example.
+  both = (np.arange(6) != 2) & (np.arange(6) != 4)
+  s_m, _ = ulira_run.scores_and_accuracy(_apply, {"w": jnp.asarray(w[both], jnp.float32)}, pop)
+  s_r, _ = ulira_run.scores_and_accuracy(_apply, {"w": jnp.asarray(ref[both], jnp.float32)}, pop)
+  f = forgotten[both]
+  eps = [privacy.per_example_epsilon(s_m[f[:, i], i], s_r[f[:, i], i], 1e-5)
+         for i in range(40) if f[:, i].sum() >= 2]
+  assert eps and row["forgetting_quality"] == pytest.approx(
+      float(np.mean(privacy.epsilon_score(np.asarray(eps)))))
+  assert row["examples_skipped"] == int((f.sum(0) == 1).sum())
+
+
+def test_a_row_whose_every_copy_diverged_has_no_metric():
+  pop, test, trained, forgotten, w, ref = _linear_rows()
+  setup = (pop, test, _apply)
+  row = ulira_run._row("M", {"w": jnp.full((6, 4, 3), jnp.nan)}, trained, forgotten, setup, 0)
+  reference = ulira_run._row("Retrain", {"w": jnp.asarray(ref, jnp.float32)}, trained,
+                             forgotten, setup, 0)
+  ulira_run._add_challenge(row, reference, forgotten, 1e-5)
+  assert row["diverged"] == 6 and np.isnan(row["ulira_accuracy"]["mean"])
+  assert np.isnan(row["forgetting_quality"]) and np.isnan(row["challenge_score"])
