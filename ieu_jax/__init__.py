@@ -20,6 +20,7 @@ The rest are subpackages, imported on first use: ``ieu_jax.data``,
 ``ieu_jax.methods`` (the classifier baselines), ``ieu_jax.experiment`` (the
 classifier pipeline), ``ieu_jax.comparison`` (search, sweeps, claims),
 ``ieu_jax.frontier`` (hyperparameter frontiers: Pareto sets, matched utility),
+``ieu_jax.shadow`` (N shadow models trained and unlearning as one program),
 ``ieu_jax.generative`` (diffusion unlearning), ``ieu_jax.theory`` (the bounds
 and their checker), and the skeleton they share (``ieu_jax.pipeline``,
 ``ieu_jax.outputs``, ``ieu_jax.hparams``, ``ieu_jax.training``,
@@ -73,7 +74,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("checkpoints", "comparison", "data", "experiment", "frontier", "frontier_run",
                "generative", "hparams", "methods", "models", "outputs", "pipeline", "privacy",
-               "theory", "training")
+               "shadow", "theory", "training", "ulira_run")
 
 
 def __getattr__(name):

@@ -26,6 +26,7 @@ set size; an epoch's length is not).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import time
@@ -92,6 +93,13 @@ class Program:
     prefix_consistent: whether the segments are the same whatever the budget, so
       that the first ``b`` steps of a longer run are the run with budget ``b``
       (False for l1-sparse, whose penalty decays over the budget's epochs).
+    aux_maps: ``{position in aux: data set name}``: entries of :attr:`aux` that are
+      the index map of a data set (``arange(n)`` in a single run, so the step's
+      ``x[index[i]]`` is ``x[i]``); under :func:`run_stacked`'s ``maps`` each
+      setting receives its own row of ``maps[name]`` there instead (IEU samples
+      its retain batches through one, so they stay in the setting's retain set).
+    init_aux: arrays :attr:`init` receives after its key, not passed to the steps
+      (SalUn's saliency mask, which its optimizer keeps in its state).
   """
 
   steps: Mapping[str, Callable[..., tuple[Any, Any, jax.Array]]]
@@ -101,15 +109,24 @@ class Program:
   data: Mapping[str, tuple[jax.Array, jax.Array]]
   aux: tuple[Any, ...] = ()
   prefix_consistent: bool = True
+  aux_maps: Mapping[int, str] = dataclasses.field(default_factory=dict)
+  init_aux: tuple[Any, ...] = ()
 
 
-def _passes(program: Program, key: jax.Array, budget: int | None):
-  """``(segment, batches)`` in order, the last one cut so the steps total ``budget``."""
+def _passes(program: Program, key: jax.Array, budget: int | None,
+            sizes: Mapping[str, int] | None = None):
+  """``(segment, batches)`` in order, the last one cut so the steps total ``budget``.
+
+  ``sizes`` overrides the number of examples of a data set (the width of its maps).
+  """
   done = 0
   for seg in program.segments(key, budget):
     if budget is not None and done >= budget:
       return
-    n = int(program.data[seg.data][1].shape[0])
+    if sizes and seg.data in sizes:
+      n = int(sizes[seg.data])
+    else:
+      n = int(program.data[seg.data][1].shape[0])
     if n == 0:
       raise ValueError(f"{seg.name}: the {seg.data} set is empty.")
     batches = epoch_indices(seg.epoch_key, n, seg.batch_size)
@@ -154,7 +171,7 @@ def run(program: Program, variables: Any, values: Mapping[str, float], key: jax.
   _check_values(program, values)
   steps = {kind: _single_step(fn) for kind, fn in program.steps.items()}
   hp = _hp_arrays(values)
-  opt_state = program.init(_state.trainable(variables), hp, key)
+  opt_state = program.init(_state.trainable(variables), hp, key, *program.init_aux)
   variables, opt_state = fresh_copy((variables, opt_state))
   start = last = time.perf_counter()
   for seg, batches in _passes(program, key, budget):
@@ -185,27 +202,47 @@ def _check_values(program: Program, values: Mapping[str, Any]) -> None:
                      f" (the program takes {list(program.arrays)}).")
 
 
-def _stacked_step(fn: Callable, layout: str, mesh: Mesh | None = None,
-                  num_aux: int = 0) -> Callable:
-  """One compiled step for ``G`` settings sharing the batch and the key; with a
-  ``mesh`` of several devices, the settings' axis is split over them (each device
-  runs ``layout`` over its share; the data, batch and key are replicated)."""
+def _stacked_step(fn: Callable, layout: str, per_setting_keys: bool,
+                  mesh: Mesh | None = None) -> Callable:
+  """One compiled step for ``G`` settings.
 
-  def step(variables, opt_state, x, y, idx, key, hp, *aux):
-    batch = (x[idx], y[idx])
+  With a ``mesh`` of several devices, the settings' axis is split over them (each
+  device runs ``layout`` over its share; the data and every shared entry are
+  replicated).
 
-    def one(v, o, h):
-      v, o, loss = fn(v, o, batch, key, h, *aux)
+  ``idx`` and ``key`` are shared (``(b,)`` and one key) or, with
+  ``per_setting_keys``, one per setting along a leading axis. ``row`` is None or
+  the ``(G, n)`` index maps of the pass's data set: setting ``g``'s batch is then
+  ``x[row[g][idx]]``. ``aux`` holds the shared entries (None where a setting has
+  its own), ``per_aux`` ``{position: (G, ...) entries}``.
+  """
+
+  def step(variables, opt_state, x, y, idx, key, hp, row, aux, per_aux):
+
+    def one(v, o, h, r, pa, i, k):
+      j = i if r is None else r[i]
+      full = list(aux)
+      for pos, a in pa.items():
+        full[pos] = a
+      v, o, loss = fn(v, o, (x[j], y[j]), k, h, *full)
       return v, o, tree_is_finite(v) & jnp.isfinite(loss)
 
+    args = (variables, opt_state, hp, row, per_aux)
+    if per_setting_keys:
+      args, mapped = args + (idx, key), one
+    else:
+      mapped = functools.partial(one, i=idx, k=key)
     if layout == "vmap":
-      return jax.vmap(one)(variables, opt_state, hp)
-    return jax.lax.map(lambda a: one(*a), (variables, opt_state, hp))
+      return jax.vmap(mapped)(*args)
+    return jax.lax.map(lambda a: mapped(*a), args)
 
   if mesh is not None and mesh.size > 1:
     part, rep = P(_SETTINGS_AXIS), P()
-    step = jax.shard_map(step, mesh=mesh, in_specs=(part, part, rep, rep, rep, rep, part)
-                         + (rep,) * num_aux, out_specs=(part, part, part), check_vma=False)
+    own = part if per_setting_keys else rep
+    # row and per_aux hold one entry per setting; aux only shared ones.
+    step = jax.shard_map(step, mesh=mesh,
+                         in_specs=(part, part, rep, rep, own, own, part, part, rep, part),
+                         out_specs=(part, part, part), check_vma=False)
   return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -219,6 +256,63 @@ def settings_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (_SETTINGS_AXIS,))
 
 
+def _pad(tree: Any, extra: int) -> Any:
+  """Every leaf with its last entry (along the leading axis) repeated ``extra`` times."""
+  if not extra:
+    return tree
+  return jax.tree.map(
+      lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), tree)
+
+
+def _data_size(program: Program, name: str) -> int:
+  if name in program.data:
+    return int(program.data[name][1].shape[0])
+  pos = next(p for p, n in program.aux_maps.items() if n == name)
+  return int(jnp.shape(program.aux[pos])[0])
+
+
+def _check_maps(program: Program, maps: Mapping[str, Any] | None, num: int,
+                name: str) -> dict[str, jax.Array]:
+  """``maps`` as ``(G, n)`` int32 device arrays, after checking every entry."""
+  if not maps:
+    return {}
+  names = set(program.data) | set(program.aux_maps.values())
+  out = {}
+  for k, m in maps.items():
+    if k not in names:
+      raise ValueError(f"{name}: maps[{k!r}]: the program has no data set {k!r}"
+                       f" (it has {sorted(names)}).")
+    try:
+      a = np.asarray(m)
+    except ValueError as e:
+      raise ValueError(f"{name}: maps[{k!r}]: the rows have unequal widths; every setting"
+                       " needs the same number of examples.") from e
+    if a.dtype == object or a.ndim != 2:
+      raise ValueError(f"{name}: maps[{k!r}] has shape {a.shape}: it must be (G, n), one row"
+                       " of equal width per setting.")
+    if not np.issubdtype(a.dtype, np.integer):
+      raise ValueError(f"{name}: maps[{k!r}] has dtype {a.dtype}: it must hold integer indices.")
+    if a.shape[0] != num:
+      raise ValueError(f"{name}: maps[{k!r}] has {a.shape[0]} rows for {num} settings.")
+    if a.shape[1] == 0:
+      raise ValueError(f"{name}: maps[{k!r}] is empty: every setting needs at least one example.")
+    size = _data_size(program, k)
+    bad = np.argwhere((a < 0) | (a >= size))
+    if bad.size:
+      g, j = bad[0]
+      raise ValueError(f"{name}: maps[{k!r}][{g}, {j}] = {a[g, j]} is outside the data set's"
+                       f" {size} examples.")
+    out[k] = jnp.asarray(a, jnp.int32)
+  return out
+
+
+def _leading(tree: Any, num: int, what: str) -> None:
+  for leaf in jax.tree.leaves(tree):
+    if not jnp.shape(leaf) or jnp.shape(leaf)[0] != num:
+      raise ValueError(f"{what}: a leaf of shape {jnp.shape(leaf)} has no leading axis of"
+                       f" the {num} settings.")
+
+
 def stack(tree: Any, num: int) -> Any:
   """``num`` copies of ``tree`` stacked along a new leading axis."""
   return jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)).copy(), tree)
@@ -227,18 +321,26 @@ def stack(tree: Any, num: int) -> Any:
 def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, float]],
                 key: jax.Array, *, budget: int | None = None, layout: str = "vmap",
                 name: str = "sweep", keep: Sequence[int] = (),
-                mesh: Mesh | None = None) -> tuple[Any, np.ndarray]:
+                maps: Mapping[str, Any] | None = None, keys: jax.Array | None = None,
+                stacked: bool = False, stacked_aux: Sequence[int] = (),
+                stacked_init_aux: Sequence[int] = (), mesh: Mesh | None = None) -> Any:
   """Runs ``program`` for ``G = len(values)`` settings as one program per step.
 
-  Every setting starts from ``variables``, sees the same batches and keys (the
-  method's key), and differs only in its hyperparameter arrays; a setting whose
-  weights or loss stop being finite is marked diverged and the others go on.
+  By default every setting starts from ``variables``, sees the same batches and
+  keys (the method's key), and differs only in its hyperparameter arrays; a
+  setting whose weights or loss stop being finite is marked diverged and the
+  others go on. The keyword arguments ``maps``, ``keys``, ``stacked`` and
+  ``stacked_aux`` give each setting its own data, randomness, start and auxiliary
+  arrays (the shadow models of :mod:`ieu_jax.shadow`): setting ``g`` is then the
+  single :func:`run` of the program built on its own data (``x[maps[name][g]]``),
+  from its own variables, with ``keys[g]``.
 
   Args:
     program: the method's program.
-    variables: the original model's variables.
+    variables: the original model's variables; with ``stacked``, one per setting
+      along a leading axis.
     values: per setting, its values of ``program.arrays``.
-    key: the method's key.
+    key: the method's key (unused when ``keys`` is given).
     budget: None (the method's epochs) or the number of optimizer steps.
     layout: ``"vmap"`` (vectorised; a vmapped convolution becomes a grouped one)
       or ``"map"`` (the settings one after the other inside each compiled step,
@@ -249,15 +351,36 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     keep: step counts below ``budget`` after which the models are also kept (a
       program whose segments do not depend on its budget, ``prefix_consistent``,
       after ``b`` steps is its run with budget ``b``).
+    maps: None, or ``{data set name: (G, n_name) integer indices}``: setting ``g``'s
+      data set ``name`` is ``x[maps[name][g]]`` (rows of one width, so the passes
+      have the same length for every setting). Batch indices are drawn over
+      ``n_name`` and mapped per setting inside the step; a data set the program
+      samples through an index in its aux (:attr:`Program.aux_maps`) is mapped
+      there too.
+    keys: None, or ``G`` keys: setting ``g`` runs with ``keys[g]`` as its method
+      key (its own batches, step keys and optimizer initialisation) instead of
+      sharing ``key``.
+    stacked: whether ``variables`` already holds one start per setting.
+    stacked_aux: positions in ``program.aux`` of entries that hold one value per
+      setting along a leading axis (SCRUB's teacher, when every setting has its
+      own original).
+    stacked_init_aux: positions in ``program.init_aux`` of entries with one value
+      per setting (SalUn's mask, when every setting has its own original).
     mesh: the devices the settings are split over (default: :func:`settings_mesh`,
       this process's devices). ``G`` is padded to a multiple of their number with
-      copies of the last setting, dropped on return; the numbers equal one device's
-      to float rounding (``tests/test_sweep_sharding.py``).
+      copies of the last setting (and of its per-setting entries), dropped on
+      return; the numbers equal one device's to float rounding
+      (``tests/test_sweep_sharding.py``).
 
   Returns:
     ``(stacked_variables, diverged)``: every leaf with a leading axis ``G``, and a
     ``(G,)`` boolean array, True where a setting diverged. With ``keep``, a list of
     such pairs: one per step count of ``keep``, in its order, then the budget's.
+
+  Raises:
+    ValueError: for a bad layout, no settings, bad hyperparameter arrays, bad
+      ``keep``, or ``maps``, ``keys``, stacked variables or ``stacked_aux`` whose
+      shapes or indices do not fit (the error names the entry).
   """
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}.")
@@ -265,21 +388,57 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     raise ValueError("run_stacked needs at least one setting.")
   for v in values:
     _check_values(program, v)
-  given = len(values)
+  given = num = len(values)
+  maps = _check_maps(program, maps, num, name)
+  sizes = {k: int(m.shape[1]) for k, m in maps.items()}
+  if keys is not None and len(keys) != num:
+    raise ValueError(f"{name}: {len(keys)} keys for {num} settings.")
+  if stacked:
+    _leading(variables, num, f"{name}: stacked variables")
+  per_aux = {}
+  for pos in stacked_aux:
+    if not 0 <= pos < len(program.aux):
+      raise ValueError(f"{name}: stacked_aux position {pos} is outside the program's"
+                       f" {len(program.aux)} aux entries.")
+    _leading(program.aux[pos], num, f"{name}: aux entry {pos}")
+    per_aux[pos] = program.aux[pos]
+  for pos, data_name in program.aux_maps.items():
+    if data_name in maps:
+      per_aux[pos] = maps[data_name]
+  for pos in stacked_init_aux:
+    if not 0 <= pos < len(program.init_aux):
+      raise ValueError(f"{name}: stacked_init_aux position {pos} is outside the program's"
+                       f" {len(program.init_aux)} init_aux entries.")
+    _leading(program.init_aux[pos], num, f"{name}: init_aux entry {pos}")
+  aux = tuple(None if p in per_aux else a for p, a in enumerate(program.aux))
+  init_aux = tuple(program.init_aux)
   mesh = settings_mesh() if mesh is None else mesh
-  if mesh.size > 1:  # padded with copies of the last setting, dropped below
-    values = list(values) + [values[-1]] * (-given % mesh.size)
-  num = len(values)
+  extra = -given % mesh.size  # padded with copies of the last setting, dropped below
+  if extra:
+    values = list(values) + [values[-1]] * extra
+    num = len(values)
+    maps = _pad(maps, extra)
+    per_aux = _pad(per_aux, extra)
+    keys = None if keys is None else _pad(keys, extra)
+    variables = _pad(variables, extra) if stacked else variables
+    init_aux = tuple(_pad(a, extra) if p in stacked_init_aux else a
+                     for p, a in enumerate(init_aux))
   hp = {k: jnp.asarray([v[k] for v in values], jnp.float32) for k in program.arrays}
-  steps = {kind: _stacked_step(fn, layout, mesh, len(program.aux))
+  steps = {kind: _stacked_step(fn, layout, keys is not None, mesh)
            for kind, fn in program.steps.items()}
-  params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
-                        _state.trainable(variables))
-  opt_state = jax.vmap(lambda p, h: program.init(p, h, key))(params, hp)
-  stacked, opt_state = fresh_copy((stack(variables, num), opt_state))
+  if stacked:
+    params = _state.trainable(variables)
+  else:
+    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)),
+                          _state.trainable(variables))
+  init_axes = tuple(0 if p in stacked_init_aux else None for p in range(len(init_aux)))
+  opt_state = jax.vmap(program.init, in_axes=(0, 0, None if keys is None else 0) + init_axes)(
+      params, hp, key if keys is None else keys, *init_aux)
+  start_vars = variables if stacked else stack(variables, num)
+  stacked_vars, opt_state = fresh_copy((start_vars, opt_state))
   if mesh.size > 1:
     part = NamedSharding(mesh, P(_SETTINGS_AXIS))
-    stacked, opt_state, hp = jax.device_put((stacked, opt_state, hp), part)
+    stacked_vars, opt_state, hp = jax.device_put((stacked_vars, opt_state, hp), part)
   keep = list(keep)
   if keep and (budget is None or not program.prefix_consistent
                or any(not 1 <= k < budget for k in keep)):
@@ -291,25 +450,54 @@ def run_stacked(program: Program, variables: Any, values: Sequence[Mapping[str, 
     finite = jax.device_put(finite, NamedSharding(mesh, P(_SETTINGS_AXIS)))
   start = time.perf_counter()
   done = 0
-  for seg, batches in _passes(program, key, budget):
+  for seg, batches, epoch_key in _stacked_passes(program, key, keys, budget, sizes, name):
     x, y = program.data[seg.data]
+    row = maps.get(seg.data)
     seg_hp = hp
     if seg.values is not None:
       per = [seg.values(v) for v in values]
       seg_hp = {**hp, **{k: jnp.asarray([p[k] for p in per], jnp.float32) for k in per[0]}}
     for i in range(batches.shape[0]):
-      stacked, opt_state, ok = steps[seg.kind](
-          stacked, opt_state, x, y, batches[i], jax.random.fold_in(seg.epoch_key, i + 1),
-          seg_hp, *program.aux)
+      if keys is None:
+        step_key = jax.random.fold_in(epoch_key, i + 1)
+      else:
+        step_key = _fold_in_each(epoch_key, i + 1)
+      stacked_vars, opt_state, ok = steps[seg.kind](
+          stacked_vars, opt_state, x, y, batches[i], step_key, seg_hp, row, aux, per_aux)
       finite = finite & ok
       done += 1
       if done in keep:  # copied: the next step donates these buffers
-        kept[done] = (fresh_copy(stacked), ~np.asarray(finite))
+        kept[done] = (fresh_copy(stacked_vars), ~np.asarray(finite))
   logging.info("%s: %d settings in %.1fs", name, given, time.perf_counter() - start)
   trim = lambda pair: (jax.tree.map(lambda a: a[:given], pair[0]), pair[1][:given])
   if keep:
-    return [trim(kept[k]) for k in keep] + [trim((stacked, ~np.asarray(finite)))]
-  return trim((stacked, ~np.asarray(finite)))
+    return [trim(kept[k]) for k in keep] + [trim((stacked_vars, ~np.asarray(finite)))]
+  return trim((stacked_vars, ~np.asarray(finite)))
+
+
+@jax.jit
+def _fold_in_each(keys: jax.Array, data: int) -> jax.Array:
+  """``fold_in(k, data)`` for each key of ``keys``."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
+def _stacked_passes(program: Program, key: jax.Array, keys: jax.Array | None,
+                    budget: int | None, sizes: Mapping[str, int], name: str):
+  """``(segment, batches, epoch_key)`` of each pass: shared (``batches (steps, b)``)
+  or, with ``keys``, one per setting (``batches (steps, G, b)``, ``G`` epoch keys)."""
+  if keys is None:
+    for seg, batches in _passes(program, key, budget, sizes):
+      yield seg, batches, seg.epoch_key
+    return
+  for parts in zip(*[_passes(program, k, budget, sizes) for k in keys]):
+    seg = parts[0][0]
+    for other, batches in parts[1:]:
+      if ((other.kind, other.data, other.batch_size) != (seg.kind, seg.data, seg.batch_size)
+          or batches.shape != parts[0][1].shape):
+        raise ValueError(f"{name}: with per-setting keys the passes must agree in all but"
+                         f" their keys; {seg.name} and {other.name} differ.")
+    yield (seg, jnp.stack([b for _, b in parts], axis=1),
+           jnp.stack([s.epoch_key for s, _ in parts]))
 
 
 def epochs_then_steps(epochs: int, budget: int | None) -> Iterable[int]:

@@ -360,7 +360,7 @@ def result_flags(row: Mapping[str, Any], reference: Mapping[str, Any], *, utilit
 
 # Config keys that say how a run treats its files, not what it computes: a finished
 # run is reused whatever they were.
-_OPERATIONAL_KEYS = ("strict_checkpoints", "save_unlearned", "frontier")
+_OPERATIONAL_KEYS = ("strict_checkpoints", "save_unlearned", "frontier", "ulira")
 
 
 def _computed(config: Any) -> Any:

@@ -37,6 +37,24 @@ def main(out):
     results.update({f"{label}.leaf{i}": np.asarray(a) for i, a in enumerate(leaves)})
     results[f"{label}.diverged"] = r.diverged
     results[f"{label}.shards"] = np.asarray(len(leaves[0].sharding.device_set))
+  # Shadow models: per-setting data (maps), keys, starts and SCRUB's per-copy teacher.
+  from ieu_jax import privacy  # pylint: disable=g-import-not-at-top
+  from ieu_jax import shadow  # pylint: disable=g-import-not-at-top
+  population = ds(40)
+  trained, forgotten = privacy.inclusion(3, 3, 40, 4)  # 3 copies: padded to 4
+  train = dict(optimizer="sgd", learning_rate=0.05, epochs=2, batch_size=5)
+  for label, devices in (("four", jax.devices()), ("one", jax.devices()[:1])):
+    mesh = _program.settings_mesh(devices)
+    copies = shadow.train_shadows(init_fn, apply_fn, population, trained, train,
+                                  jax.random.key(1), mesh=mesh)
+    unlearned, div = shadow.unlearn_shadows(
+        "SCRUB", problem, copies, trained, forgotten,
+        dict(epochs=2, msteps=1, learning_rate=0.05, batch_size=2), jax.random.key(2),
+        population=population, mesh=mesh)
+    for what, tree in (("shadow", copies), ("scrub", unlearned)):
+      for i, a in enumerate(jax.tree.leaves(tree)):
+        results[f"{label}.{what}{i}"] = np.asarray(a)
+    results[f"{label}.scrub_diverged"] = div
   np.savez(out, **results)
 
 

@@ -34,3 +34,13 @@ def test_four_devices_equal_one_device(tmp_path):
     ok = ~npz["one.diverged"]
     np.testing.assert_allclose(four[ok], one[ok], rtol=1e-5, atol=1e-6, err_msg=k)
     assert not np.allclose(one[0], one[1])  # the settings differ
+  # Shadow models (their own data, keys and teachers): 3 copies, padded to 4.
+  np.testing.assert_array_equal(npz["four.scrub_diverged"], npz["one.scrub_diverged"])
+  for what in ("shadow", "scrub"):
+    keys = sorted(k for k in npz.files if k.startswith(f"one.{what}") and "diverged" not in k)
+    assert keys, what
+    for k in keys:
+      one, four = npz[k], npz["four" + k[3:]]
+      assert one.shape[0] == 3 and four.shape == one.shape, k
+      np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6, err_msg=k)
+      assert not np.allclose(one[0], one[1]), k  # the copies differ

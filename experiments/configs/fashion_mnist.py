@@ -153,6 +153,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # steps (the same for every method and forget set), crossed with each method's grid;
   # every method gets as many settings as every other. Changes no number of
   # experiments.unlearn (an operational key for its cached runs).
+  # U-LiRA and the NeurIPS 2023 challenge score (experiments.ulira, ieu_jax/ulira_run.py):
+  # num_shadows copies of the model, each trained with c.train on its own half of the
+  # population (the first `population` examples of the training split; None: all of
+  # it, less one if odd), each forgetting its own forget_size examples of that half
+  # with every method of `methods` (c.method's hyperparameters). A forget set of a
+  # quarter of the half: each example is forgotten by num_shadows / 8 copies on
+  # average, the samples of its "unlearned" side. Changes no number of
+  # experiments.unlearn (an operational key for its cached runs).
+  c.ulira = ml_collections.ConfigDict()
+  c.ulira.num_shadows = 64
+  c.ulira.population = config_dict.placeholder(int)
+  c.ulira.forget_size = 1250
+  c.ulira.methods = "FT,GA,IEU,SalUn,SCRUB"
+  c.ulira.delta = 1e-5  # the challenge's (epsilon, delta)
+
   c.frontier = ml_collections.ConfigDict()
   c.frontier.methods = "FT,RL,l1-sparse,SalUn,SCRUB,GA,GA-plain,Noisy,GA+Noisy,GA+Decay,IEU"
   c.frontier.scenarios = ("random10", "random30", "random50", "class0", "mislabel10")
@@ -213,6 +228,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rcd.num_trajectories = 4
     c.rcd.relearn_size = 64
     c.eval.mia_max_per_class = 1000
+    # U-LiRA for the tests: 16 copies of 200 examples, 50 forgotten each.
+    c.ulira.num_shadows = 16
+    c.ulira.population = 400
+    c.ulira.forget_size = 50
     # A frontier for the tests: 2 scenarios, 1 seed, 4 settings per method.
     c.frontier.methods = "FT,RL,SalUn,SCRUB,GA,IEU"
     c.frontier.scenarios = ("random10", "class0")

@@ -29,11 +29,11 @@ import dataclasses
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from ieu_jax import _program
 from ieu_jax import _transforms
-from ieu_jax import training
 from ieu_jax._steps import make_unlearn_step
 from ieu_jax.hparams import HParams
 from ieu_jax.methods import base
@@ -118,13 +118,16 @@ def program(problem: base.Problem, hparams: IEUHParams, name: str = "IEU") -> _p
         hp["learning_rate"], ascent_scale=hp["ascent_scale"], retain_scale=hp["retain_scale"],
         weight_decay=hp["weight_decay"], noise_std=hp["noise_std"], key=noise_key)
 
-  def step(variables, opt_state, forget_batch, key, hp, retain_x, retain_y):
+  def step(variables, opt_state, forget_batch, key, hp, retain_x, retain_y, retain_index):
     # The noise key lives in opt_state (set by init); the one given here is unused.
     unlearn_step = make_unlearn_step(problem.apply_fn, transform(hp, 0),
                                      max_grad_norm=hparams.max_grad_norm or None, jit=False)
     retain_batch = None
     if with_retain:
-      retain_batch = training.sample_batch(key, (retain_x, retain_y), batch_size)
+      # ieu_jax.training.sample_batch through the retain set's index (arange in a
+      # single run; a shadow copy's own retain subset under run_stacked's maps).
+      idx = retain_index[jax.random.randint(key, (batch_size,), 0, retain_index.shape[0])]
+      retain_batch = retain_x[idx], retain_y[idx]
     variables, opt_state, metrics = unlearn_step(variables, opt_state, forget_batch, retain_batch)
     return variables, opt_state, metrics.forget_loss
 
@@ -141,7 +144,8 @@ def program(problem: base.Problem, hparams: IEUHParams, name: str = "IEU") -> _p
   return _program.Program(
       steps={"unlearn": step}, init=init, segments=segments, arrays=IEU_ARRAYS,
       data={"forget": (problem.forget.x, problem.forget.y)},
-      aux=(problem.retain.x, problem.retain.y))
+      aux=(problem.retain.x, problem.retain.y, jnp.arange(problem.retain.y.shape[0])),
+      aux_maps={2: "retain"})
 
 
 def unlearn(problem: base.Problem, hparams: IEUHParams, key: jax.Array, *,

@@ -32,6 +32,7 @@ Hyperparameters: :class:`SalUnHParams`, those of RL plus ``mask_fraction``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any, Literal, NamedTuple
@@ -124,24 +125,27 @@ def forget_gradient(
   num_chunks = -(-n // batch)
 
   params, state = _state.split(params)
-
-  @jax.jit
-  def chunk_grad(params, state, start):
-    idx = start + jnp.arange(batch)
-    weight = (idx < n).astype(jnp.float32) / n
-    idx = jnp.minimum(idx, n - 1)
-
-    def total_loss(p):
-      logits = apply_fn(_state.merge(p, state), x[idx])  # eval mode
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
-      return jnp.sum(weight * losses)
-
-    return jax.grad(total_loss)(params)
-
-  grads = chunk_grad(params, state, 0)
+  grads = _chunk_grad(apply_fn, n, batch, params, state, x, y, 0)
   for c in range(1, num_chunks):
-    grads = jax.tree.map(jnp.add, grads, chunk_grad(params, state, c * batch))
+    grads = jax.tree.map(jnp.add, grads,
+                         _chunk_grad(apply_fn, n, batch, params, state, x, y, c * batch))
   return grads
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _chunk_grad(apply_fn, n, batch, params, state, x, y, start):
+  """The gradient of ``sum_i w_i CE_i`` over the chunk at ``start`` (``w_i = 1/n``, 0 on
+  the padding); compiled once per model, set size and chunk (shadow copies share it)."""
+  idx = start + jnp.arange(batch)
+  weight = (idx < n).astype(jnp.float32) / n
+  idx = jnp.minimum(idx, n - 1)
+
+  def total_loss(p):
+    logits = apply_fn(_state.merge(p, state), x[idx])  # eval mode
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[idx])
+    return jnp.sum(weight * losses)
+
+  return jax.grad(total_loss)(params)
 
 
 class MaskState(NamedTuple):
@@ -171,24 +175,35 @@ def keep_masked(mask: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def program(problem: base.Problem, hparams: SalUnHParams, name: str = "SalUn") -> _program.Program:
+def program(problem: base.Problem, hparams: SalUnHParams, name: str = "SalUn", *,
+            mask: Any = None) -> _program.Program:
   """SalUn's program: RL's passes with the optimizer masked by the saliency of the
-  original's forget gradient (computed once, when the program is built)."""
+  original's forget gradient (computed once, when the program is built).
+
+  The mask enters the optimizer's state through the program's ``init_aux`` (the
+  steps read it from there), so ``mask`` may be given instead: a stacked one,
+  one per copy, lets :func:`ieu_jax.shadow.unlearn_shadows` give each copy its own.
+  """
   mode = hparams.mask_applies_to
   if mode not in MASK_MODES:
     raise ValueError(f"mask_applies_to={mode!r}: use one of {MASK_MODES}.")
-  grads = forget_gradient(
-      problem.apply_fn, problem.original, problem.forget.x, problem.forget.y,
-      hparams.batch_size,
-  )
-  mask = saliency_mask(grads, hparams.mask_fraction)
+  if mask is None:
+    grads = forget_gradient(
+        problem.apply_fn, problem.original, problem.forget.x, problem.forget.y,
+        hparams.batch_size,
+    )
+    mask = saliency_mask(grads, hparams.mask_fraction)
 
-  def tx(hp):
+  def tx(hp, mask):
     sgd = base.sgd_from(hp)
     return (optax.chain(sgd, keep_masked(mask)) if mode == "updates"
             else optax.chain(keep_masked(mask), sgd))
 
-  return rl.program(problem, hparams, name, tx=tx)
+  # The steps' optimizer reads the mask from its state (MaskState), never from the
+  # closure: the mask given here only shapes the trace.
+  prog = rl.program(problem, hparams, name, tx=lambda hp: tx(hp, mask))
+  return dataclasses.replace(prog, init=lambda params, hp, key, m: tx(hp, m).init(params),
+                             init_aux=(mask,))
 
 
 def unlearn(problem: base.Problem, hparams: SalUnHParams, key: jax.Array, *,
