@@ -120,9 +120,9 @@ def _model_key(config, what: str) -> str:
   """The fingerprint of the original or retrained model's checkpoint.
 
   The original trains on the whole training set, whatever is forgotten, so its key
-  leaves the forget set out, and one original serves every random and class
-  scenario of a seed; mislabelled data changes what it trains on, so there it
-  counts.
+  leaves the forget set out: in one workdir, one original serves every random and
+  class scenario of a seed. Mislabelled data changes what it trains on, so there the
+  forget set counts.
   """
   parts = _MODEL_PARTS
   if what == "original" and config.forget.mode != "mislabel":
