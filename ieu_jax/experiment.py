@@ -157,19 +157,26 @@ def _evaluate(apply_fn, params, splits, fs, config, holdout="test") -> dict[str,
   if holdout not in ("test", "val", "both"):
     raise ValueError(f"holdout={holdout!r}: expected 'test', 'val' or 'both'.")
   forget, retain = fs.forget, fs.retain
-  scores = lambda d: _metrics.accuracy_and_confidence(apply_fn, params, d.x, d.y, batch_size=bs)
-  forget_acc, forget_conf = scores(forget)
-  retain_acc, retain_conf = scores(retain)
+
+  def scores(d, what):
+    acc, conf = _metrics.accuracy_and_confidence(apply_fn, params, d.x, d.y, batch_size=bs)
+    if not np.all(np.isfinite(conf)):  # finite weights whose logits overflow
+      raise training.NonFiniteError(
+          f"the model's outputs on the {what} set are not finite (its logits overflow).")
+    return acc, conf
+
+  forget_acc, forget_conf = scores(forget, "forget")
+  retain_acc, retain_conf = scores(retain, "retain")
   row = {"UA": 100.0 - forget_acc, "RA": retain_acc}
   mia = lambda held: _metrics.mia_efficacy(
       retain_conf, held, forget_conf,
       max_per_class=int(config.eval.mia_max_per_class), seed=int(config.seed),
   )
   if holdout in ("test", "both"):
-    row["TA"], test_conf = scores(splits.test)
+    row["TA"], test_conf = scores(splits.test, "test")
     row["MIA"] = mia(test_conf)
   if holdout in ("val", "both"):
-    va, val_conf = scores(splits.val)
+    va, val_conf = scores(splits.val, "validation")
     row["VA"] = va
     row["MIA" if holdout == "val" else "MIA_val"] = mia(val_conf)
   if fs.mode == "mislabel":  # contaminated data: does the true label come back?

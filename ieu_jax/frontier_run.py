@@ -48,6 +48,7 @@ from ieu_jax import frontier as frontier_lib
 from ieu_jax import methods as methods_lib
 from ieu_jax import outputs
 from ieu_jax import pipeline
+from ieu_jax import training
 
 __all__ = ["RCD_POLICIES", "compilation_cache", "grid", "method_names", "run", "run_cell",
            "setting_paragraph", "write_report", "write_results_doc"]
@@ -148,11 +149,14 @@ def _method_settings(setup: experiment.Setup, workdir: str, name: str,
   for g, hp in enumerate(settings):
     row = {"hparams": hp.to_dict(), "steps": hp.steps, "diverged": bool(result.diverged[g]),
            "rcd": None}
+    if not row["diverged"]:
+      try:
+        row.update(_metrics_of(setup, _program.unstack(result.variables, g)))
+        row["avg_gap"] = _metrics.avg_gap(row, retrain)
+      except training.NonFiniteError as e:  # finite weights, overflowing outputs
+        row.update(diverged=True, why=str(e))
     if row["diverged"]:
       row.update({k: None for k in ("UA", "RA", "TA", "MIA", "VA", "MIA_val", "avg_gap")})
-    else:
-      row.update(_metrics_of(setup, _program.unstack(result.variables, g)))
-      row["avg_gap"] = _metrics.avg_gap(row, retrain)
     rows.append(row)
   view = "val"
   gaps = [np.nan if r["diverged"] else frontier_lib.forgetting_gap(r, retrain, view) for r in rows]

@@ -245,3 +245,23 @@ def test_one_original_serves_every_random_and_class_scenario_of_a_seed():
   assert key("random10", "original", seed=1) != key("random10", "original")
   # Retrain trains on the retain set: every forget set has its own.
   assert len({key(s, "retrain") for s in ("random10", "random50", "class0", "mislabel10")}) == 4
+
+
+def test_a_model_whose_outputs_overflow_is_refused_by_name():
+  import jax.numpy as jnp
+  import numpy as np
+  from ieu_jax import training
+  config = fashion_mnist.get_config("small")
+  rng = np.random.default_rng(0)
+  ds = lambda n: data_lib.Dataset(jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
+                                  jnp.asarray(rng.integers(0, 2, n), jnp.int32), 2)
+  idx = np.arange(10)
+  splits = data_lib.Splits(train=ds(20), val=ds(10), test=ds(10), train_indices=np.arange(20),
+                           val_indices=idx, test_indices=idx)
+  fs = data_lib.select_forget(splits.train, mode="random", fraction=0.25, seed=0)
+  finite = lambda w, x: x[:, :2] * w
+  overflow = lambda w, x: jnp.where(x[:, :1] > 0, jnp.inf, 0.0) * jnp.ones((1, 2)) * w
+  row = experiment._evaluate(finite, 1.0, splits, fs, config, holdout="both")
+  assert set(row) == {"UA", "RA", "TA", "MIA", "VA", "MIA_val"}
+  with pytest.raises(training.NonFiniteError, match="outputs on the forget set are not finite"):
+    experiment._evaluate(overflow, 1.0, splits, fs, config)
