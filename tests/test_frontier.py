@@ -383,3 +383,14 @@ def test_plot_frontier_draws_the_computed_points(tmp_path, monkeypatch):
     frontier.plot_frontier(f, "random10", str(path), seed=7)
   with pytest.raises(ValueError, match="unknown scenario 'random99'"):
     frontier.plot_frontier(f, "random99", str(path))
+
+
+def test_the_validation_plane_reads_va_and_mia_val():
+  retrain = {"UA": 10.0, "RA": 99.0, "TA": 85.0, "MIA": 20.0, "VA": 80.0, "MIA_val": 30.0}
+  s = {"UA": 12.0, "RA": 98.0, "TA": 84.0, "MIA": 25.0, "VA": 77.0, "MIA_val": 31.0}
+  assert frontier.forgetting_gap(s, retrain, "val") == pytest.approx(2.0 + 1.0)
+  assert frontier.utility_loss(s, retrain, "val") == pytest.approx(1.0 + 3.0)
+  assert frontier.forgetting_gap(s, retrain) == pytest.approx(2.0 + 5.0)
+  assert frontier.utility_loss(s, retrain) == pytest.approx(1.0 + 1.0)
+  with pytest.raises(ValueError, match="selection='train'"):
+    frontier.forgetting_gap(s, retrain, "train")
