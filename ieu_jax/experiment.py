@@ -61,6 +61,7 @@ __all__ = [
     "prepare",
     "rcd_gap",
     "rcd_key",
+    "relearn_attack",
     "relearn_auc",
     "relearn_checkpoints",
     "relearn_protocol",
@@ -227,14 +228,7 @@ class Setup:
     return {name: self._relearn(a, params) for name, a in self.attacks.items()}
 
   def _relearn(self, attack: attackers_lib.Attack, params) -> _rcd.RelearnResult:
-    """One attacker's trajectories; with a grid of learning rates, each data order
-    keeps the rate that relearned first (:func:`ieu_jax._rcd.fastest_rate`)."""
-    result = _rcd.relearn(params, self.apply_fn, attack.relearn_data, attack.protocol,
-                          rcd_key(self.config), eval_data=attack.eval_data, draws=attack.draws,
-                          guard_data=attack.guard_data, reference_params=self.original)
-    if len(attack.protocol.lr_grid) > 1:
-      result = _rcd.fastest_rate(result, attack.protocol.num_trajectories)
-    return result
+    return relearn_attack(attack, self.apply_fn, params, self.config, self.original)
 
   def evaluate(self, params, holdout: str = "test") -> dict[str, float]:
     """UA, RA, MIA and the held-out accuracy: ``TA`` (test) or ``VA`` (validation).
@@ -284,6 +278,19 @@ def data_and_model(config: ml_collections.ConfigDict):
       config.model.name, splits.train.num_classes, fs.train.x.shape[1:], **model_kwargs
   )
   return splits, fs, init_fn, apply_fn
+
+
+def relearn_attack(attack: attackers_lib.Attack, apply_fn, params, config: ml_collections.ConfigDict,
+                   original: Any) -> _rcd.RelearnResult:
+  """One attacker's trajectories from ``params`` (distances to ``original``), keyed by
+  :func:`rcd_key`; with a grid of learning rates, each data order keeps the rate that
+  relearned first (:func:`ieu_jax._rcd.fastest_rate`)."""
+  result = _rcd.relearn(params, apply_fn, attack.relearn_data, attack.protocol,
+                        rcd_key(config), eval_data=attack.eval_data, draws=attack.draws,
+                        guard_data=attack.guard_data, reference_params=original)
+  if len(attack.protocol.lr_grid) > 1:
+    result = _rcd.fastest_rate(result, attack.protocol.num_trajectories)
+  return result
 
 
 def rcd_key(config: ml_collections.ConfigDict) -> jax.Array:

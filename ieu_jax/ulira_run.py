@@ -45,6 +45,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ieu_jax import _metrics
+from ieu_jax import _rcd
+from ieu_jax import attackers as attackers_lib
+from ieu_jax import comparison
 from ieu_jax import data as data_lib
 from ieu_jax import experiment
 from ieu_jax import methods as methods_lib
@@ -53,13 +57,14 @@ from ieu_jax import pipeline
 from ieu_jax import privacy
 from ieu_jax import shadow
 
-__all__ = ["ROWS", "method_names", "run", "scores_and_accuracy", "write_report"]
+__all__ = ["MEASURES", "ROWS", "kendall_tau", "method_names", "rankings", "run",
+           "scores_and_accuracy", "write_report", "write_results_doc"]
 
 ROWS = ("Original", "Retrain")
 """The rows every run has before its methods."""
 
 # Key streams of the seed's root key.
-_KEY_INCLUSION, _KEY_SHADOWS, _KEY_RETRAIN, _KEY_METHODS = 41, 42, 43, 44
+_KEY_INCLUSION, _KEY_SHADOWS, _KEY_RETRAIN, _KEY_METHODS, _KEY_REFERENCE = 41, 42, 43, 44, 45
 
 
 def method_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -143,37 +148,69 @@ def _finite_copies(stacked: Any) -> np.ndarray:
   return ok
 
 
+def _copy(stacked: Any, m: int) -> Any:
+  return jax.tree.map(lambda a: a[m], stacked)
+
+
 def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, setup,
          seed: int) -> dict[str, Any]:
-  """A row's scores, RA, TA and U-LiRA (over its finite copies); private fields start
-  with ``_``. A row whose every copy diverged has NaN metrics."""
-  pop, test, apply_fn = setup
+  """A row's scores, UA, RA, TA, MIA-efficacy and U-LiRA (over its finite copies);
+  private fields start with ``_``. A row whose every copy diverged has NaN metrics."""
+  pop, test, apply_fn, mia_cap = setup
   ok = _finite_copies(stacked)
+  nan = float("nan")
   if not ok.any():
     logging.warning("%s: every copy diverged; its row has no metric.", name)
-    nan = float("nan")
-    return {"name": name, "ulira_accuracy": {"mean": nan, "std": nan}, "RA": nan, "TA": nan,
-            "diverged": int(ok.size), "_ok": ok}
-  stacked = jax.tree.map(lambda a: a[np.flatnonzero(ok)], stacked)
-  scores, correct = scores_and_accuracy(apply_fn, stacked, pop)
-  _, test_correct = scores_and_accuracy(apply_fn, stacked, test)
-  retain = (trained & ~forgotten)[ok]
+    return {"name": name, "ulira_accuracy": {"mean": nan, "std": nan}, "UA": nan, "RA": nan,
+            "TA": nan, "MIA": {"mean": nan, "std": nan}, "diverged": int(ok.size), "_ok": ok,
+            "_params": stacked}
+  finite = jax.tree.map(lambda a: a[np.flatnonzero(ok)], stacked)
+  scores, correct = scores_and_accuracy(apply_fn, finite, pop)
+  test_scores, test_correct = scores_and_accuracy(apply_fn, finite, test)
+  forget, retain = forgotten[ok], (trained & ~forgotten)[ok]
+  ua = 100 - 100 * (correct & forget).sum(1) / forget.sum(1)
   ra = 100 * (correct & retain).sum(1) / retain.sum(1)
+  mia = np.asarray([_mia(scores[j], test_scores[j], retain[j], forget[j], mia_cap, seed)
+                    for j in range(len(scores))])
   result = privacy.ulira(scores, trained[ok], forgotten[ok], seed=seed)
   return {"name": name, "ulira_accuracy": {"mean": result.mean, "std": result.std},
           "ulira_per_target": result.accuracy.tolist(),
-          "RA": float(ra.mean()), "TA": float(100 * test_correct.mean()),
+          "UA": float(ua.mean()), "RA": float(ra.mean()), "TA": float(100 * test_correct.mean()),
+          "MIA": _mean_std(mia), "mia_per_copy": mia.tolist(),
           "diverged": int((~ok).sum()),
           "skipped_pairs": {"unlearned": result.skipped_unlearned,
                             "retrained": result.skipped_retrained},
-          "_ok": ok, "_scores": scores, "_llr": result.llr, "_used": result.used,
-          "_unlearned": result.unlearned_pairs}
+          "_ok": ok, "_params": stacked, "_scores": scores, "_llr": result.llr,
+          "_used": result.used, "_unlearned": result.unlearned_pairs}
+
+
+def _mean_std(values: np.ndarray) -> dict[str, float]:
+  """Mean and ``ddof=1`` std over the finite values, and how many were not finite."""
+  v = np.asarray(values, np.float64)
+  f = v[np.isfinite(v)]
+  return {"mean": float(f.mean()) if f.size else float("nan"),
+          "std": float(f.std(ddof=1)) if f.size > 1 else float("nan"),
+          "not_finite": int(v.size - f.size)}
+
+
+def _mia(scores, test_scores, retain, forget, cap: int, seed: int) -> float:
+  """MIA-efficacy of one copy, as the pipeline's (:func:`ieu_jax._metrics.mia_efficacy`):
+  its retain subset against the test split, applied to its forget subset, on the
+  true-class probability ``sigmoid(logit confidence)``; NaN where an output is not
+  finite."""
+  prob = lambda s: 1.0 / (1.0 + np.exp(-s))  # pylint: disable=unnecessary-lambda-assignment
+  try:
+    return _metrics.mia_efficacy(prob(scores[retain]), prob(test_scores), prob(scores[forget]),
+                                 max_per_class=cap, seed=seed)
+  except ValueError:  # a non-finite feature
+    return float("nan")
 
 
 def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten: np.ndarray,
                    delta: float) -> None:
   """``forgetting_quality``, ``challenge_score`` and ``examples_skipped`` of ``row``
-  against the Retrain copies, over the copies finite in both (NaN without any)."""
+  against the reference Retrain copies, over the copies finite in both (NaN without
+  any)."""
   if not (row["_ok"] & reference["_ok"]).any():
     row.update(forgetting_quality=float("nan"), challenge_score=float("nan"),
                examples_skipped=None)
@@ -188,6 +225,133 @@ def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten:
                                                    reference["TA"])
 
 
+def _copy_split(pop: data_lib.Dataset, trained: np.ndarray,
+                forgotten: np.ndarray) -> data_lib.ForgetSplit:
+  """Copy m's forget split: its half, its forget subset and the rest of its half."""
+  forget_idx = np.flatnonzero(forgotten)
+  retain_idx = np.flatnonzero(trained & ~forgotten)
+  train_idx = np.flatnonzero(trained)
+  take = lambda idx: data_lib.Dataset(pop.x[idx], pop.y[idx], pop.num_classes)  # pylint: disable=unnecessary-lambda-assignment
+  forget = take(forget_idx)
+  return data_lib.ForgetSplit(
+      forget=forget, retain=take(retain_idx), forget_indices=np.searchsorted(train_idx, forget_idx),
+      retain_indices=np.searchsorted(train_idx, retain_idx), train=take(train_idx),
+      forget_clean=forget, mode="random")
+
+
+def _add_rcd(rows: list[dict[str, Any]], config: ml_collections.ConfigDict, splits,
+             pop: data_lib.Dataset, trained: np.ndarray, forgotten: np.ndarray, apply_fn,
+             originals: Any, copies: int) -> None:
+  """RCD of every row on the first ``copies`` copies, each from its own forget subset.
+
+  Copy m is a pipeline run of its own: its original copy, its forget subset and its
+  retain subset; the row's RCD is the first attacker of ``config.rcd.attackers``
+  (the pipeline's, with the pipeline's key), normalised by the Retrain row's copy m.
+  A row gets ``RCD``: the restricted-mean steps and the normalised RCD, mean and std
+  over the copies (censored trajectories count as the budget; ``censored_frac`` is
+  the share censored over all the copies' trajectories), and ``rcd_per_copy``.
+  """
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.forget.mode = "random"  # the guard excludes no class
+  cfg.rcd.attackers = tuple(config.rcd.attackers)[:1]
+  by_name = {r["name"]: r for r in rows}
+  ref = by_name["Retrain"]
+  per_row = {r["name"]: [] for r in rows}
+  for m in range(min(int(copies), trained.shape[0])):
+    start = time.perf_counter()
+    fs = _copy_split(pop, trained[m], forgotten[m])
+    original = _copy(originals, m)
+    attack = next(iter(attackers_lib.attacks(cfg, splits, fs, apply_fn, original,
+                                             _copy(ref["_params"], m)).values()))
+    results = {}
+    for row in rows:
+      if row["_ok"][m]:
+        results[row["name"]] = experiment.relearn_attack(attack, apply_fn,
+                                                         _copy(row["_params"], m), cfg, original)
+    for row in rows:
+      res = results.get(row["name"])
+      if res is None:
+        per_row[row["name"]].append({"steps": float("nan"), "normalized": float("nan"),
+                                     "censored_frac": float("nan")})
+        continue
+      s = _rcd.rcd_summary(res, results.get(ref["name"]))
+      per_row[row["name"]].append({"steps": s.steps_mean, "normalized": s.normalized,
+                                   "censored_frac": s.censored_frac})
+    logging.info("RCD on copy %d: %d rows in %.1fs", m, len(results), time.perf_counter() - start)
+  for row in rows:
+    copies_ = per_row[row["name"]]
+    row["RCD"] = {"steps": _mean_std([c["steps"] for c in copies_]),
+                  "normalized": _mean_std([c["normalized"] for c in copies_]),
+                  "censored_frac": float(np.nanmean([c["censored_frac"] for c in copies_]))
+                                   if copies_ and any(np.isfinite(c["censored_frac"])
+                                                      for c in copies_) else float("nan"),
+                  "copies": len(copies_)}
+    row["rcd_per_copy"] = copies_
+
+
+MEASURES = {
+    # name: (how far a row is from forgetting like Retrain, from its JSON row and
+    #        Retrain's; lower is better)
+    "U-LiRA": lambda r, ref: abs(r["ulira_accuracy"]["mean"] - 50.0),
+    "challenge score": lambda r, ref: -r["challenge_score"],
+    "MIA-efficacy": lambda r, ref: abs(r["MIA"]["mean"] - ref["MIA"]["mean"]),
+    "RCD": lambda r, ref: experiment.rcd_gap(r["RCD"]["steps"]["mean"],
+                                             ref["RCD"]["steps"]["mean"]),
+}
+"""How each measure orders the methods, best first: U-LiRA's distance from chance, the
+challenge score (higher is better), MIA-efficacy's distance from Retrain's, and RCD's
+gap to Retrain's (:func:`ieu_jax.experiment.rcd_gap`)."""
+
+
+def kendall_tau(a, b) -> float:
+  """Kendall's tau-b of two score vectors (ties corrected); NaN with no untied pair."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"kendall_tau: shapes {a.shape} and {b.shape} must be the same 1-D shape.")
+  i, j = np.triu_indices(a.size, k=1)
+  da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+  pairs = float(i.size)
+  untied_a, untied_b = pairs - np.sum(da == 0), pairs - np.sum(db == 0)
+  if untied_a == 0 or untied_b == 0:
+    return float("nan")
+  return float(np.sum(da * db) / np.sqrt(untied_a * untied_b))
+
+
+def rankings(methods: list[Mapping[str, Any]]) -> dict[str, Any]:
+  """Each measure's order of the rows that are neither ``Original`` nor ``Retrain``.
+
+  Returns ``{"order": {measure: [names, best first]}, "values": {measure: {name:
+  value}}, "unranked": {measure: [names whose value is NaN, placed last]}, "tau":
+  {"A vs B": Kendall's tau-b over the names both rank}, "agree": every tau is 1}``.
+  """
+  by_name = {m["name"]: m for m in methods}
+  ref = by_name["Retrain"]
+  names = [m["name"] for m in methods if m["name"] not in ROWS]
+  values, order, unranked = {}, {}, {}
+  for measure, far in MEASURES.items():
+    v = {}
+    for n in names:
+      try:
+        v[n] = float(far(by_name[n], ref))
+      except (KeyError, TypeError):
+        v[n] = float("nan")
+    values[measure] = v
+    finite = sorted((n for n in names if np.isfinite(v[n])), key=lambda n: v[n])
+    unranked[measure] = [n for n in names if not np.isfinite(v[n])]
+    order[measure] = finite + unranked[measure]
+  tau = {}
+  measures = list(MEASURES)
+  for x in range(len(measures)):
+    for y in range(x + 1, len(measures)):
+      a, b = measures[x], measures[y]
+      both = [n for n in names if np.isfinite(values[a][n]) and np.isfinite(values[b][n])]
+      tau[f"{a} vs {b}"] = (kendall_tau([values[a][n] for n in both],
+                                        [values[b][n] for n in both])
+                            if len(both) > 1 else float("nan"))
+  return {"order": order, "values": values, "unranked": unranked, "tau": tau,
+          "agree": bool(tau) and all(t == 1.0 for t in tau.values())}
+
+
 def _expand(rows: np.ndarray, ok: np.ndarray) -> np.ndarray:
   out = np.full((ok.shape[0],) + rows.shape[1:], np.nan)
   out[ok] = rows
@@ -195,10 +359,11 @@ def _expand(rows: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 @pipeline.locks_workdir
-def run(config: ml_collections.ConfigDict, workdir: str,
-        command: str | None = None) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = None,
+        results_doc: str | None = None) -> dict[str, Any]:
   """Trains (or restores) the shadows, unlearns, scores; writes ``ulira.json``,
-  ``ulira.md`` and ``ulira.png`` to ``workdir``.
+  ``ulira.md`` and ``ulira.png`` to ``workdir``, and with ``results_doc`` that
+  page's U-LiRA block (:func:`write_results_doc`).
 
   Returns:
     The ``ulira.json`` object.
@@ -228,14 +393,20 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       lambda: shadow.retrain_shadows(init_fn, apply_fn, pop, trained, forgotten, recipe,
                                      jax.random.fold_in(root, _KEY_RETRAIN)),
       {"trained": trained, "forgotten": forgotten}, strict=strict)
-  setup = (pop, splits.test, apply_fn)
+  reference_set = shadow.cached_shadows(
+      workdir, ckpt("retrain_reference"), {**base, "what": "retrain_reference"}, like,
+      lambda: shadow.retrain_shadows(init_fn, apply_fn, pop, trained, forgotten, recipe,
+                                     jax.random.fold_in(root, _KEY_REFERENCE)),
+      {"trained": trained, "forgotten": forgotten}, strict=strict)
+  setup = (pop, splits.test, apply_fn, int(config.eval.mia_max_per_class))
   problem = methods_lib.Problem(apply_fn=apply_fn, init_fn=init_fn, original=None, forget=None,
                                 retain=None, num_classes=pop.num_classes, train=recipe)
   delta, seed = float(u.delta), int(config.seed)
-  reference = _row("Retrain", retrained.params, trained, forgotten, setup, seed)
   original = _row("Original", originals.params, trained, forgotten, setup, seed)
-  rows = [original, reference]
-  for row, done in ((original, originals), (reference, retrained)):
+  retrain = _row("Retrain", retrained.params, trained, forgotten, setup, seed)
+  reference = _row("Retrain (reference)", reference_set.params, trained, forgotten, setup, seed)
+  rows = [original, retrain]
+  for row, done in ((original, originals), (retrain, retrained), (reference, reference_set)):
     row.update(seconds=done.seconds, restored=done.restored)
   for name in names:
     hp = methods_lib.hparams(name, config.method[name])
@@ -251,32 +422,112 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     rows[-1].update(seconds=done.seconds, restored=done.restored)
   for row in rows:
     _add_challenge(row, reference, forgotten, delta)
+  _add_rcd(rows, config, splits, pop, trained, forgotten, apply_fn, originals.params,
+           int(u.rcd_copies))
+  public = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # pylint: disable=unnecessary-lambda-assignment
+  methods = [public(r) for r in rows]
   out = {
       "command": command or "python -m experiments.ulira " + " ".join(sys.argv[1:]),
       "config": outputs.json_safe(config.to_dict()),
       "N": num, "population": len(pop), "forget_size": int(u.forget_size),
-      "methods": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+      "rcd_copies": min(int(u.rcd_copies), num),
+      "methods": methods,
+      "challenge_reference": {k: public(reference)[k] for k in
+                              ("RA", "TA", "diverged", "seconds", "restored")},
+      "rankings": rankings(outputs.json_safe(methods)),
       "devices": f"{jax.device_count()} {jax.default_backend()} device(s)",
       "wall_time_s": time.perf_counter() - start,
   }
   out = outputs.json_safe(out)
   write_report(out, rows, workdir)
+  if results_doc:
+    write_results_doc(out, results_doc, workdir)
   return out
 
 
-def _markdown(out: Mapping[str, Any]) -> str:
-  header = ["method", "U-LiRA acc. (%)", "forgetting quality", "challenge score", "RA", "TA",
-            "diverged"]
+def _rcd_text(rcd: Mapping[str, Any] | None, what: str, digits: int) -> str:
+  if not rcd:
+    return "n/a"
+  text = outputs.fmt_mean_std(rcd[what]["mean"], rcd[what]["std"], digits)
+  return f">= {text}" if rcd.get("censored_frac", 0) and text != "n/a" else text
+
+
+def _table(out: Mapping[str, Any]) -> str:
+  header = ["method", "U-LiRA acc. (%)", "forgetting quality", "challenge score",
+            "MIA-efficacy", "RCD steps", "RCD norm.", "UA", "RA", "TA", "diverged"]
   table = [[m["name"], outputs.fmt_mean_std(m["ulira_accuracy"]["mean"],
                                             m["ulira_accuracy"]["std"]),
             outputs.fmt(m.get("forgetting_quality"), 3), outputs.fmt(m.get("challenge_score"), 3),
-            outputs.fmt(m["RA"]), outputs.fmt(m["TA"]), m["diverged"]] for m in out["methods"]]
-  return (f"# U-LiRA and the challenge score\n\n`{out['command']}`\n\n"
-          f"{out['N']} shadow copies, population {out['population']}, forget set"
+            outputs.fmt_mean_std(m["MIA"]["mean"], m["MIA"]["std"]),
+            _rcd_text(m.get("RCD"), "steps", 1), _rcd_text(m.get("RCD"), "normalized", 2),
+            outputs.fmt(m["UA"]), outputs.fmt(m["RA"]), outputs.fmt(m["TA"]), m["diverged"]]
+           for m in out["methods"]]
+  return outputs.markdown_table(header, table)
+
+
+def _rankings_text(r: Mapping[str, Any]) -> str:
+  lines = ["How each measure orders the methods, closest to Retrain first (U-LiRA: accuracy"
+           " nearest 50; challenge score: highest; MIA-efficacy and RCD: nearest Retrain's;"
+           " = marks a tie):",
+           ""]
+  for measure, order in r["order"].items():
+    unranked = r["unranked"][measure]
+    ranked = [n for n in order if n not in unranked]
+    values = r["values"][measure]
+    text = "".join((n if not k else (" = " if values[n] == values[ranked[k - 1]] else " > ") + n)
+                   for k, n in enumerate(ranked))
+    tail = f" (no value, last: {', '.join(unranked)})" if unranked else ""
+    lines.append(f"* {measure}: {text}{tail}")
+  lines += ["", "Kendall's tau-b between the orders (1: the same order, -1: reversed): "
+            + "; ".join(f"{k} {outputs.fmt(v)}" for k, v in r["tau"].items()) + ".", ""]
+  if r["agree"]:
+    lines.append("The four measures rank the methods the same way.")
+  else:
+    split = [k for k, v in r["tau"].items() if not v == 1.0]
+    lines.append(f"The rankings do not agree: {len(split)} of the {len(r['tau'])} pairs of"
+                 " measures order the methods differently.")
+  return "\n".join(lines) + "\n"
+
+
+def _setting(out: Mapping[str, Any]) -> str:
+  ref = out["challenge_reference"]
+  return (f"{out['N']} shadow copies, population {out['population']}, forget set"
           f" {out['forget_size']} per copy; {out['devices']}, {out['wall_time_s'] / 60:.1f} min."
           " U-LiRA accuracy: mean and std over target copies (50: chance). Forgetting quality"
-          " and challenge score against the Retrain copies.\n\n"
-          + outputs.markdown_table(header, table) + "\n")
+          " and challenge score against a second, independent set of Retrain copies (other"
+          f" keys; RA {outputs.fmt(ref['RA'])}, TA {outputs.fmt(ref['TA'])}), so Retrain's own"
+          " row measures how far two retrainings differ. MIA-efficacy: mean and std over every"
+          " copy, each on its own retain, forget and test sets. RCD: the first attacker on the"
+          f" first {out['rcd_copies']} copies, each normalised by the Retrain copy's own"
+          " (>= : some trajectories censored, counted as the budget).\n")
+
+
+def _markdown(out: Mapping[str, Any]) -> str:
+  return (f"# U-LiRA and the challenge score\n\n`{out['command']}`\n\n{_setting(out)}\n"
+          + _table(out) + "\n\n" + _rankings_text(out["rankings"]))
+
+
+def write_results_doc(out: Mapping[str, Any], results_doc: str, workdir: str) -> None:
+  """The page's U-LiRA block (``<!-- ulira: start -->`` to its end marker; the rest of
+  the page stays), placed before the single-setting comparison's block when the page
+  has none yet, and ``ulira.png`` copied beside it as ``figures/<page>_ulira.png``."""
+  if not outputs.is_writer():
+    return
+  stem = os.path.splitext(os.path.basename(results_doc))[0]
+  figure = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures",
+                        f"{stem}_ulira.png")
+  with open(os.path.join(workdir, "ulira.png"), "rb") as f:
+    outputs.write_text(figure, f.read())
+  block = (f"Reproduce this section:\n\n    {out['command']}\n\n{_setting(out)}\n"
+           + _table(out) + "\n\n" + _rankings_text(out["rankings"])
+           + f"\n![U-LiRA](figures/{stem}_ulira.png)\n")
+  try:
+    with open(results_doc) as f:
+      old = f.read()
+  except OSError:
+    old = None
+  outputs.write_text(results_doc, comparison.splice(old, block, name="ulira",
+                                                    before="<!-- generated: start -->"))
 
 
 def write_report(out: Mapping[str, Any], rows, workdir: str) -> None:

@@ -60,7 +60,9 @@ def test_bad_method_lists_are_refused(methods, message):
 
 def test_the_configs_shadow_settings():
   default, small = fashion_mnist.get_config(), fashion_mnist.get_config("small")
-  assert default.ulira.num_shadows == 64 and default.ulira.population is None
+  assert default.ulira.num_shadows == 64 and default.ulira.population == 4000
+  assert default.ulira.forget_size * 4 == default.ulira.population // 2  # a quarter of a half
+  assert default.ulira.rcd_copies == 4 and small.ulira.rcd_copies == 2
   assert ulira_run.method_names(default) == ["FT", "GA", "IEU", "SalUn", "SCRUB"]
   assert small.ulira.num_shadows == 16 and small.ulira.population == 400
 
@@ -94,11 +96,28 @@ def _linear_rows():
 def test_rows_leave_diverged_copies_out_and_pair_the_rest_by_copy():
   from ieu_jax import privacy  # pylint: disable=g-import-not-at-top
   pop, test, trained, forgotten, w, ref = _linear_rows()
-  setup = (pop, test, _apply)
+  setup = (pop, test, _apply, 1000)
   row = ulira_run._row("M", {"w": jnp.asarray(w, jnp.float32)}, trained, forgotten, setup, 0)
   reference = ulira_run._row("Retrain", {"w": jnp.asarray(ref, jnp.float32)}, trained,
                              forgotten, setup, 0)
   assert row["diverged"] == 1 and reference["diverged"] == 1
+  # UA and MIA-efficacy copy by copy, from float64 softmax probabilities of the logits.
+  from scipy.special import softmax  # pylint: disable=g-import-not-at-top
+  from ieu_jax import _metrics  # pylint: disable=g-import-not-at-top
+  prob = lambda m, d: softmax(np.asarray(_apply({"w": jnp.asarray(w[m], jnp.float32)}, d.x),
+                                         np.float64), -1)[np.arange(len(d)), np.asarray(d.y)]
+  mias, uas = [], []
+  for m in np.flatnonzero(np.arange(6) != 2):
+    p_pop, p_test = prob(m, pop), prob(m, test)
+    keep = trained[m] & ~forgotten[m]
+    mias.append(_metrics.mia_efficacy(p_pop[keep], p_test, p_pop[forgotten[m]],
+                                      max_per_class=1000, seed=0))
+    logits = np.asarray(_apply({"w": jnp.asarray(w[m], jnp.float32)}, pop.x))
+    uas.append(100 - 100 * np.mean((logits.argmax(-1) == np.asarray(pop.y))[forgotten[m]]))
+  assert row["mia_per_copy"] == pytest.approx(mias)
+  assert row["MIA"]["mean"] == pytest.approx(np.mean(mias))
+  assert row["MIA"]["std"] == pytest.approx(np.std(mias, ddof=1))
+  assert row["UA"] == pytest.approx(np.mean(uas))
   ok = np.arange(6) != 2
   scores, _ = ulira_run.scores_and_accuracy(_apply, {"w": jnp.asarray(w[ok], jnp.float32)}, pop)
   want = privacy.ulira(scores, trained[ok], forgotten[ok], seed=0)
@@ -118,10 +137,69 @@ def test_rows_leave_diverged_copies_out_and_pair_the_rest_by_copy():
 
 def test_a_row_whose_every_copy_diverged_has_no_metric():
   pop, test, trained, forgotten, w, ref = _linear_rows()
-  setup = (pop, test, _apply)
+  setup = (pop, test, _apply, 1000)
   row = ulira_run._row("M", {"w": jnp.full((6, 4, 3), jnp.nan)}, trained, forgotten, setup, 0)
   reference = ulira_run._row("Retrain", {"w": jnp.asarray(ref, jnp.float32)}, trained,
                              forgotten, setup, 0)
   ulira_run._add_challenge(row, reference, forgotten, 1e-5)
   assert row["diverged"] == 6 and np.isnan(row["ulira_accuracy"]["mean"])
   assert np.isnan(row["forgetting_quality"]) and np.isnan(row["challenge_score"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kendall_tau_is_scipys_tau_b_with_ties(seed):
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  a, b = rng.integers(0, 4, 9).astype(float), rng.integers(0, 4, 9).astype(float)
+  assert ulira_run.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
+  assert ulira_run.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+  assert np.isnan(ulira_run.kendall_tau([1, 1, 1], [1, 2, 3]))
+  with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
+    ulira_run.kendall_tau([1, 2, 3], [1, 2])
+
+
+def _ranked_rows():
+  def row(name, ulira, challenge, mia, steps):
+    return {"name": name, "ulira_accuracy": {"mean": ulira}, "challenge_score": challenge,
+            "MIA": {"mean": mia}, "RCD": {"steps": {"mean": steps}}}
+  return [row("Original", 70.0, 0.1, 5.0, 0.0), row("Retrain", 50.0, 0.6, 30.0, 20.0),
+          row("A", 51.0, 0.5, 29.0, 19.0),    # nearest Retrain on every measure
+          row("B", 47.0, 0.4, 36.0, 12.0),    # below chance: 3 from 50
+          row("C", 60.0, 0.45, None, 40.0),   # no MIA (a diverged row's JSON null)
+          row("D", 65.0, 0.05, 10.0, 1.0)]
+
+
+def test_rankings_by_hand():
+  r = ulira_run.rankings(_ranked_rows())
+  assert r["order"]["U-LiRA"] == ["A", "B", "C", "D"]  # |acc - 50|: 1, 3, 10, 15
+  assert r["order"]["challenge score"] == ["A", "C", "B", "D"]  # higher is better
+  assert r["order"]["MIA-efficacy"] == ["A", "B", "D", "C"]  # |MIA - 30|: 1, 6, 20; C last
+  assert r["unranked"]["MIA-efficacy"] == ["C"]
+  # RCD: 100 |ln((T + 1) / 21)|: A 4.9, B 49.6, C 66.9, D 236.
+  assert r["order"]["RCD"] == ["A", "B", "C", "D"]
+  assert r["values"]["RCD"]["B"] == pytest.approx(100 * abs(np.log(13 / 21)))
+  assert r["tau"]["U-LiRA vs RCD"] == 1.0
+  # Over A, B, D (C has no MIA): the same order.
+  assert r["tau"]["U-LiRA vs MIA-efficacy"] == 1.0
+  # A, C, B, D against A, B, C, D: one discordant pair of six.
+  assert r["tau"]["U-LiRA vs challenge score"] == pytest.approx(4 / 6)
+  assert not r["agree"]
+  assert "Original" not in r["order"]["U-LiRA"] and "Retrain" not in r["order"]["RCD"]
+  text = ulira_run._rankings_text(r)
+  assert "* MIA-efficacy: A > B > D (no value, last: C)" in text
+  assert r["tau"]["challenge score vs RCD"] == pytest.approx(4 / 6)
+  assert r["tau"]["challenge score vs MIA-efficacy"] == 1.0  # over A, B, D
+  assert "2 of the 6 pairs" in text
+
+
+def test_rankings_agree_and_ties_print_as_ties():
+  rows = _ranked_rows()[:4]  # Original, Retrain, A, B
+  rows.append({"name": "E", "ulira_accuracy": {"mean": 53.0}, "challenge_score": 0.3,
+               "MIA": {"mean": 36.0}, "RCD": {"steps": {"mean": 12.0}}})
+  r = ulira_run.rankings(rows)
+  assert r["agree"] is False  # B and E tie on U-LiRA (3 from 50 each), MIA and RCD
+  text = ulira_run._rankings_text(r)
+  assert "* MIA-efficacy: A > B = E" in text and "* U-LiRA: A > B = E" in text
+  rows[-1]["MIA"]["mean"], rows[-1]["RCD"]["steps"]["mean"] = 37.0, 11.0
+  rows[-1]["challenge_score"], rows[-1]["ulira_accuracy"]["mean"] = 0.35, 54.0
+  assert ulira_run.rankings(rows)["agree"] is True

@@ -159,14 +159,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # it, less one if odd), each forgetting its own forget_size examples of that half
   # with every method of `methods` (c.method's hyperparameters). A forget set of a
   # quarter of the half: each example is forgotten by num_shadows / 8 copies on
-  # average, the samples of its "unlearned" side. Changes no number of
-  # experiments.unlearn (an operational key for its cached runs).
+  # average, the samples of its "unlearned" side. A population of 4,000 (halves of
+  # 2,000) keeps the 64 copies of every row within about an hour on a 2-core CPU;
+  # on an accelerator, None (the whole training split) with forget_size 1250.
+  # Changes no number of experiments.unlearn (an operational key for its cached runs).
   c.ulira = ml_collections.ConfigDict()
   c.ulira.num_shadows = 64
-  c.ulira.population = config_dict.placeholder(int)
-  c.ulira.forget_size = 1250
+  c.ulira.population = config_dict.FieldReference(4_000, field_type=int)
+  c.ulira.forget_size = 500
   c.ulira.methods = "FT,GA,IEU,SalUn,SCRUB"
   c.ulira.delta = 1e-5  # the challenge's (epsilon, delta)
+  # RCD (c.rcd's first attacker) on the first rcd_copies copies, each a pipeline run of
+  # its own (its original, forget and retain subsets), beside U-LiRA.
+  c.ulira.rcd_copies = 4
 
   c.frontier = ml_collections.ConfigDict()
   c.frontier.methods = "FT,RL,l1-sparse,SalUn,SCRUB,GA,GA-plain,Noisy,GA+Noisy,GA+Decay,IEU"
@@ -232,6 +237,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ulira.num_shadows = 16
     c.ulira.population = 400
     c.ulira.forget_size = 50
+    c.ulira.rcd_copies = 2
     # A frontier for the tests: 2 scenarios, 1 seed, 4 settings per method.
     c.frontier.methods = "FT,RL,SalUn,SCRUB,GA,IEU"
     c.frontier.scenarios = ("random10", "class0")
