@@ -356,43 +356,51 @@ def per_example_epsilon(unlearned, retrained, delta: float = 1e-5) -> float:
   return eps
 
 
-def epsilon_score(epsilon, bin_width: float = 0.5):
+def epsilon_score(epsilon, bin_width: float = 0.5, num_bins: int | None = 13):
   """Per-example score of an epsilon: 2 / 2^k for epsilon in bin k (1-based).
 
-  Bin k is [(k - 1) * bin_width, k * bin_width); epsilon = +inf scores 0. So
-  epsilon < bin_width scores 1, and each further bin halves the score.
+  Bin k is [(k - 1) * bin_width, k * bin_width) for k < ``num_bins``; the last bin,
+  ``num_bins``, holds everything from ``(num_bins - 1) * bin_width`` on, +inf
+  included (the challenge's 13 bins of width 0.5: epsilon >= 6, or a perfect
+  separation, scores 2 / 2^13). So epsilon < bin_width scores 1 and each further
+  bin halves the score. ``num_bins=None``: no last bin; +inf scores 0.
 
   Args:
     epsilon: scalar or array of epsilons >= 0 (+inf allowed).
     bin_width: the width of a bin (> 0).
+    num_bins: the number of bins (>= 1), or None.
 
   Returns:
     float64 scores of the same shape, in [0, 1].
 
   Raises:
-    ValueError: for a negative or NaN epsilon or a bad ``bin_width``.
+    ValueError: for a negative or NaN epsilon, a bad ``bin_width`` or ``num_bins``.
   """
   e = np.asarray(epsilon, dtype=np.float64)
   if not (isinstance(bin_width, (float, int)) and np.isfinite(bin_width) and bin_width > 0):
     raise ValueError(f"bin_width={bin_width!r} must be a finite positive number.")
+  if num_bins is not None and not (_is_int(num_bins) and num_bins >= 1):
+    raise ValueError(f"num_bins={num_bins!r} must be an integer >= 1 or None.")
   if np.any(np.isnan(e)) or np.any(e < 0):
     bad = e[np.isnan(e) | (e < 0)].flat[0]
     raise ValueError(f"epsilon {bad} is not a non-negative number.")
   with np.errstate(over="ignore", invalid="ignore"):
     k = np.floor(e / bin_width) + 1
-    score = np.where(np.isinf(e), 0.0, 2.0 * np.exp2(-k))
+    if num_bins is not None:
+      k = np.minimum(k, num_bins)
+    score = 2.0 * np.exp2(-k)  # k = +inf (no last bin): 0
   return score if score.ndim else float(score)
 
 
-def forgetting_quality(unlearned, retrained, *, delta: float = 1e-5,
-                       bin_width: float = 0.5) -> tuple[float, np.ndarray]:
+def forgetting_quality(unlearned, retrained, *, delta: float = 1e-5, bin_width: float = 0.5,
+                       num_bins: int | None = 13) -> tuple[float, np.ndarray]:
   """Forgetting quality F: the mean over forget examples of :func:`epsilon_score`.
 
   Args:
     unlearned: ``(N_u, F)`` outputs of N_u unlearned models on the F forget examples.
     retrained: ``(N_r, F)`` outputs of N_r retrained models on the same examples.
     delta: the delta of (epsilon, delta).
-    bin_width: see :func:`epsilon_score`.
+    bin_width, num_bins: see :func:`epsilon_score`.
 
   Returns:
     ``(F, epsilons)``: F in [0, 1], and the ``(F,)`` per-example epsilons.
@@ -410,7 +418,7 @@ def forgetting_quality(unlearned, retrained, *, delta: float = 1e-5,
     raise ValueError(f"unlearned covers {u.shape[1]} forget examples, retrained "
                      f"{r.shape[1]}: they must agree and be >= 1.")
   eps = np.array([per_example_epsilon(u[:, j], r[:, j], delta) for j in range(u.shape[1])])
-  return float(np.mean(epsilon_score(eps, bin_width))), eps
+  return float(np.mean(epsilon_score(eps, bin_width, num_bins))), eps
 
 
 def challenge_score(forget_quality: float, ra_unlearned: float, ra_retrain: float,

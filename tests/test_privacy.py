@@ -260,9 +260,10 @@ def test_epsilon_hand_example():
 def test_epsilon_reversed_direction_needed():
   # U = {0, 1}, R = {2, 3}: U lies *below* R. "x > tau" gives (FPR, FNR) = (1, 0),
   # (1, 1/2), (1, 1), (1/2, 1), (0, 1): only the reversed rule at tau=1.5 gives (0, 0),
-  # a perfect separation: epsilon = inf, score 0.
+  # a perfect separation: epsilon = inf, in the last of the 13 bins: score 2 / 2^13.
   assert privacy.per_example_epsilon([0.0, 1.0], [2.0, 3.0], DELTA) == math.inf
-  assert privacy.epsilon_score(math.inf) == 0.0
+  assert privacy.epsilon_score(math.inf) == 2.0 / 2**13
+  assert privacy.epsilon_score(math.inf, num_bins=None) == 0.0
   # U = {0, 1, 5}, R = {2, 3, 4}: with "x <= tau" at tau=1.5: FPR 0, FNR 1/3 (the 5)
   # -> one rate 0: nothing; at tau=2.5: FPR 1/3, FNR 1/3 -> log(2 - 3d). With "x >
   # tau" at tau=1.5: FPR 1, FNR 2/3 -> (1-d-1) < 0 and log((1/3-d)/1) < 0; at tau=4.5:
@@ -282,8 +283,19 @@ def test_epsilon_score_bins():
   # Bins of width 0.5: [0, .5) -> 1, [.5, 1) -> 1/2, [1, 1.5) -> 1/4, ...
   np.testing.assert_array_equal(
       privacy.epsilon_score(np.array([0.0, 0.49, 0.5, 0.99, 1.0, 2.74, np.inf])),
-      [1.0, 1.0, 0.5, 0.5, 0.25, 2.0 / 2**6, 0.0])
+      [1.0, 1.0, 0.5, 0.5, 0.25, 2.0 / 2**6, 2.0 / 2**13])
+  # The last bin starts at (13 - 1) * 0.5 = 6: everything from there scores 2 / 2^13.
+  np.testing.assert_array_equal(
+      privacy.epsilon_score(np.array([5.99, 6.0, 6.5, 40.0])),
+      [2.0 / 2**12, 2.0 / 2**13, 2.0 / 2**13, 2.0 / 2**13])
+  np.testing.assert_array_equal(
+      privacy.epsilon_score(np.array([6.5, np.inf]), num_bins=None), [2.0 / 2**14, 0.0])
+  np.testing.assert_array_equal(privacy.epsilon_score(np.array([0.0, 9.0]), num_bins=1),
+                                [1.0, 1.0])
   assert privacy.epsilon_score(1.0, bin_width=1.0) == 0.5
+  for bad in (0, 2.5, True):
+    with pytest.raises(ValueError, match=f"num_bins={bad}"):
+      privacy.epsilon_score(0.0, num_bins=bad)
   with pytest.raises(ValueError, match="epsilon -0.1"):
     privacy.epsilon_score(-0.1)
   with pytest.raises(ValueError, match="bin_width=0"):
@@ -294,12 +306,12 @@ def test_forgetting_quality_and_final_score():
   # Three forget examples (columns), three unlearned and three retrained models:
   #   example 0: the hand example above, epsilon log(2 - 3d) -> score 0.5
   #   example 1: U = R -> epsilon 0 -> score 1
-  #   example 2: U below R -> epsilon inf -> score 0
+  #   example 2: U below R -> epsilon inf -> the last bin: score 2 / 2^13
   unlearned = np.array([[1.0, 0.0, 0.0], [3.0, 1.0, 1.0], [4.0, 2.0, 1.5]])
   retrained = np.array([[0.0, 0.0, 2.0], [2.0, 1.0, 3.0], [5.0, 2.0, 4.0]])
   f, eps = privacy.forgetting_quality(unlearned, retrained, delta=DELTA)
   assert eps[1] == 0.0 and eps[2] == math.inf
-  assert f == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+  assert f == pytest.approx((0.5 + 1.0 + 2.0 / 2**13) / 3)
   # F * (RA_u / RA_r) * (TA_u / TA_r) = 0.5 * (90/100) * (80/85).
   assert privacy.challenge_score(0.5, 90.0, 100.0, 80.0, 85.0) == pytest.approx(
       0.5 * 0.9 * 80 / 85)

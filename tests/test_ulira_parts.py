@@ -33,14 +33,15 @@ def test_scores_and_accuracy_match_a_float64_recomputation_across_padded_chunks(
 def test_forgetting_quality_by_hand():
   # Example 0: forgotten by copies 0, 1 with identical outputs on both sides: epsilon 0,
   # score 1. Example 1: one copy only: skipped and counted. Example 2: nobody: not counted.
-  # Example 3: copies 1, 2, the sides separated by a threshold: epsilon inf, score 0.
+  # Example 3: copies 1, 2, the sides separated by a threshold: epsilon inf, score
+  # 2 / 2^13 (the last bin).
   forgotten = np.array([[1, 0, 0, 0], [1, 0, 0, 1], [0, 1, 0, 1]], bool)
   unlearned = np.array([[0.5, 0, 0, 0], [0.7, 0, 0, 10.0], [0, 3.0, 0, 11.0]])
   retrained = np.array([[0.5, 0, 0, 0], [0.7, 0, 0, 0.0], [0, 9.0, 0, 1.0]])
   f, skipped, eps = ulira_run._forgetting_quality(unlearned, retrained, forgotten, 1e-5)
   assert skipped == 1
   np.testing.assert_array_equal(eps, [0.0, np.inf])
-  assert f == 0.5
+  assert f == (1.0 + 2.0 / 2**13) / 2
   with pytest.raises(ValueError, match="no example was forgotten by two copies"):
     ulira_run._forgetting_quality(unlearned, retrained, forgotten & (np.arange(3) == 0)[:, None],
                                   1e-5)
