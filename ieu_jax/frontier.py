@@ -259,7 +259,10 @@ def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, name: str,
   b, sb = other[f"{key}_mean"], other[f"{key}_std"]
   if a is None or b is None:
     who = " and ".join(n for n, v in (("IEU", a), (name, b)) if v is None)
-    return {"verdict": _NA, "why": f"{who}: no value on some seed"}
+    out = {"verdict": _NA, "why": f"{who}: no value on some seed"}
+    if a is not None and not other.get("seeds_not_run"):  # ran, but lost its utility
+      out["unmatched"] = True
+    return out
   diff, spread = a - b, sa + sb
   if abs(diff) <= spread:
     verdict = _WITHIN
@@ -268,13 +271,21 @@ def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, name: str,
   return {"verdict": verdict, "ieu": a, "baseline": b, "difference": diff, "spread": spread}
 
 
-def _overall(versus: Mapping[str, Mapping[str, Any]]) -> str:
-  """A claim against every baseline: a clear loss to any one refutes it."""
-  verdicts = [v["verdict"] for v in versus.values()]
-  for v in (_NOT, _NA, _WITHIN):
-    if v in verdicts:
-      return v
-  return _SUPPORTED
+def _overall(versus: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[str]]:
+  """A claim against every baseline, and the baselines it was judged without.
+
+  A clear loss to any one baseline refutes it. A baseline that ran but has no value
+  at this bound on some seed (it could not keep its utility there, while IEU could)
+  is named and left out of the judgement; one that was not run, or IEU without a
+  value, leaves the claim n/a, as does a claim with no baseline left to judge by.
+  """
+  if any(v["verdict"] == _NOT for v in versus.values()):
+    return _NOT, []
+  without = [b for b, v in versus.items() if v.get("unmatched")]
+  judged = [v["verdict"] for b, v in versus.items() if b not in without]
+  if not judged or _NA in judged:
+    return _NA, []
+  return (_WITHIN if _WITHIN in judged else _SUPPORTED), without
 
 
 def _best(methods: Mapping[str, Mapping[str, Any]], key: str, better: str) -> list[str]:
@@ -316,8 +327,11 @@ def matched_utility(frontier: Mapping[str, Any],
   better by more than the seed spread (the sum of the two stds), ``not
   supported`` when worse by more than it, ``within seed spread`` otherwise, and
   ``n/a`` when IEU or the baseline was not run or has no mean. A claim overall:
-  ``not supported`` if any baseline clearly beats IEU, else ``n/a`` if any
-  comparison is n/a, else ``within seed spread`` if any is, else ``supported``.
+  ``not supported`` if any baseline clearly beats IEU; else the baselines that ran
+  but have no mean while IEU has one (no eligible setting on some seed: they could
+  not keep their utility within the bound) are left out and named in ``without``;
+  then ``n/a`` if any remaining comparison is n/a or none remains, else ``within
+  seed spread`` if any is, else ``supported``.
 
   Args:
     frontier: the ``frontier.json`` object (annotated or not).
@@ -328,7 +342,8 @@ def matched_utility(frontier: Mapping[str, Any],
     {claim: {"verdict", "versus": {baseline: {...}}}}, "smallest_gap": [names],
     "highest_worst_case_rcd": [names]}}}``. Each method's entry has per-seed
     ``gap`` and ``rcd`` (None where none), ``gap_mean``, ``gap_std``,
-    ``rcd_mean``, ``rcd_std``, ``seeds_with``, ``seeds_without``,
+    ``rcd_mean``, ``rcd_std``, ``seeds_with``, ``seeds_without`` (of which
+    ``seeds_not_run`` did not run the method),
     ``rcd_seeds_with`` and ``rcd_seeds_without``. ``smallest_gap`` and
     ``highest_worst_case_rcd`` list the methods (ties kept) with the best mean,
     among the methods that have one.
@@ -357,6 +372,7 @@ def matched_utility(frontier: Mapping[str, Any],
             "rcd": rcds, "rcd_mean": rcd_mean, "rcd_std": rcd_std,
             "seeds_with": sum(g is not None for g in gaps),
             "seeds_without": sum(g is None for g in gaps),
+            "seeds_not_run": sum(name not in run["methods"] for run in runs),
             "rcd_seeds_with": sum(r is not None for r in rcds),
             "rcd_seeds_without": sum(r is None for r in rcds),
         }
@@ -367,7 +383,8 @@ def matched_utility(frontier: Mapping[str, Any],
           versus = {b: {"verdict": _NA, "why": "IEU was not run"} for b in BASELINES}
         else:
           versus = {b: _compare(methods["IEU"], methods.get(b), b, key, better) for b in BASELINES}
-        claims[claim] = {"verdict": _overall(versus), "versus": versus}
+        verdict, without = _overall(versus)
+        claims[claim] = {"verdict": verdict, "without": without, "versus": versus}
       out[scenario][bound] = {
           "seeds": [run["seed"] for run in runs], "methods": methods, "claims": claims,
           "smallest_gap": _best(methods, "gap", "lower"),
@@ -386,6 +403,12 @@ def _verdict_detail(c: Mapping[str, Any]) -> str:
       parts.append(f"{b} {v['verdict']} (IEU {outputs.fmt(v['ieu'])} vs {outputs.fmt(v['baseline'])},"
                    f" difference {outputs.fmt(v['difference'])}, spread {outputs.fmt(v['spread'])})")
   return "; ".join(parts)
+
+
+def _cell(claim: Mapping[str, Any]) -> str:
+  """A claim's verdict, with the baselines it was judged without."""
+  without = claim.get("without") or []
+  return claim["verdict"] + (f" (without {', '.join(without)})" if without else "")
 
 
 def frontier_markdown(frontier: Mapping[str, Any], bounds: Sequence[float] = (1.0, 3.0)) -> str:
@@ -420,15 +443,17 @@ def frontier_markdown(frontier: Mapping[str, Any], bounds: Sequence[float] = (1.
       " (population std); a method with no eligible setting on some seed gets no mean (n/a)."
       " A verdict is supported or not supported only where IEU's mean and the baseline's"
       " differ by more than the sum of their stds; otherwise within seed spread. A claim"
-      " overall: not supported if any baseline clearly beats IEU, else n/a if any comparison"
-      " is n/a, else within seed spread if any is, else supported. Pareto set: the settings of"
+      " overall: not supported if any baseline clearly beats IEU; else a baseline with no mean"
+      " while IEU has one (no eligible setting on some seed) is left out and named beside the"
+      " verdict; then n/a if any other comparison is n/a, else within seed spread if any is,"
+      " else supported. Pareto set: the settings of"
       " a method on a seed that no other setting beats on both gap and loss.",
       "",
   ]
   scenarios = list(matched)
   for bound in _check_bounds(bounds):
     lines += [f"## Verdicts at utility loss <= {fmt(bound)} points", ""]
-    rows = [[text] + [matched[s][bound]["claims"][key]["verdict"] for s in scenarios]
+    rows = [[text] + [_cell(matched[s][bound]["claims"][key]) for s in scenarios]
             for key, text in CLAIMS.items()]
     lines += [outputs.markdown_table(["claim"] + scenarios, rows), ""]
     for s in scenarios:

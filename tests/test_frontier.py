@@ -201,10 +201,45 @@ def test_matched_utility_by_hand():
   assert r30["claims"]["1_smaller_gap"]["verdict"] == "supported"
   assert r30["claims"]["2_higher_worst_case_rcd"]["verdict"] == "supported"
   assert r30["smallest_gap"] == ["IEU"] and r30["highest_worst_case_rcd"] == ["IEU"]
+  # random10 within 3 points: SCRUB still beats IEU on the gap, whatever SalUn did.
+  assert b3["claims"]["1_smaller_gap"]["without"] == []
   c0 = m["class0"][3.0]
   assert c0["claims"]["1_smaller_gap"]["verdict"] == "n/a"
   assert c0["claims"]["1_smaller_gap"]["versus"]["FT"]["verdict"] == "supported"
   assert c0["claims"]["1_smaller_gap"]["versus"]["RL"] == {"verdict": "n/a", "why": "not run"}
+
+
+def test_a_baseline_that_cannot_keep_its_utility_is_named_not_a_veto():
+  # SalUn has no setting within the bound on seed 1: IEU is judged against the other
+  # three, and SalUn is named. A baseline not run, or IEU without a value, stays n/a.
+  def runs(salun_seed1):
+    good = {n: [_at(3.0, 0.5, 1.0)] for n in frontier.BASELINES} | {"IEU": [_at(1.0, 0.5, 2.0)]}
+    second = dict(good, SalUn=salun_seed1)
+    return {"runs": [_run("s", 0, good), _run("s", 1, second)]}
+  m = frontier.matched_utility(runs([_at(0.1, 9.0, 5.0)]), bounds=(1.0,))["s"][1.0]
+  claim = m["claims"]["1_smaller_gap"]
+  assert claim["versus"]["SalUn"]["verdict"] == "n/a" and claim["versus"]["SalUn"]["unmatched"]
+  assert claim["verdict"] == "supported" and claim["without"] == ["SalUn"]
+  md = frontier.frontier_markdown(runs([_at(0.1, 9.0, 5.0)]), bounds=(1.0,))
+  assert f"| {frontier.CLAIMS['1_smaller_gap']} | supported (without SalUn) |" in md
+  # Every baseline unmatched: nothing left to judge by.
+  f = runs([])
+  for run in f["runs"][1:]:
+    for n in frontier.BASELINES:
+      run["methods"][n] = [_at(0.1, 9.0, 5.0)]
+  assert frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]["claims"]["1_smaller_gap"][
+      "verdict"] == "n/a"
+  # A baseline that clearly wins still refutes the claim, whoever is unmatched.
+  f = runs([_at(0.1, 9.0, 5.0)])
+  for run in f["runs"]:
+    run["methods"]["FT"] = [_at(0.2, 0.5, 9.0)]
+  claim = frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]["claims"]["1_smaller_gap"]
+  assert claim["verdict"] == "not supported" and claim["without"] == []
+  # IEU itself without a value on seed 1: n/a.
+  f = runs([_at(3.0, 0.5, 1.0)])
+  f["runs"][1]["methods"]["IEU"] = [_at(0.1, 9.0, 5.0)]
+  claim = frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]["claims"]["1_smaller_gap"]
+  assert claim["verdict"] == "n/a" and claim["without"] == []
 
 
 def test_matched_utility_ties_and_overall_order():
