@@ -12,19 +12,28 @@ if odd), how many each copy forgets (``forget_size``) and which methods unlearn
 * each method of ``config.ulira.methods``, with ``config.method[name]``: every copy
   unlearns its own forget subset (:func:`ieu_jax.shadow.unlearn_shadows`).
 
-All three kinds are cached in ``workdir/checkpoints/ulira`` (orbax) under a
+Those, and a second set of Retrain copies with another key (the challenge's
+retrained side), are cached in ``workdir/checkpoints/ulira`` (orbax) under a
 fingerprint of everything they depend on, so a rerun restores them.
 
 Per row: the score of copy m on example i is ``privacy.logit_confidence`` of its
 logits; U-LiRA (:func:`ieu_jax.privacy.ulira`) gives the per-target accuracies
 (``ulira_accuracy``: their mean and std, percent). The challenge's forgetting
 quality compares, for each example i, the outputs of the row's copies that forgot
-it with those of the Retrain copies that forgot it (the same copies retrained
-without their forget subsets): :func:`ieu_jax.privacy.per_example_epsilon`, then
-:func:`~ieu_jax.privacy.epsilon_score`, averaged over the examples that at least
-two copies forgot (the others are counted); the challenge score multiplies it by
-the ratios of the mean RA (each copy on its own retain subset) and TA (the test
-split) to Retrain's copies' (:func:`ieu_jax.privacy.challenge_score`).
+it with those of the reference Retrain copies that forgot it (the second set: the
+same halves and forget subsets, another key), :func:`ieu_jax.privacy.per_example_epsilon`
+then :func:`~ieu_jax.privacy.epsilon_score`, averaged over the examples that at
+least two copies forgot (the others are counted); the challenge score multiplies it
+by the ratios of the mean RA (each copy on its own retain subset) and TA (the test
+split) to the reference copies' (:func:`ieu_jax.privacy.challenge_score`). Beside
+them: UA and MIA-efficacy per copy, RCD on the first ``rcd_copies`` copies
+(:func:`_add_rcd`), and how the measures rank the methods (:func:`rankings`).
+
+A copy whose weights or outputs are not finite is left out of its row and counted
+(``diverged``); a row left with fewer than two copies has no U-LiRA accuracy and no
+challenge score (NaN). The MIA's subsample and U-LiRA's draw of retrained pairs use
+``config.seed`` for every row and copy: common random numbers, as the pipeline's
+rows share theirs.
 
 Writes ``ulira.json``, ``ulira.md`` and ``ulira.png`` (per row, the distribution of
 the attack's confidence, the log-likelihood ratio, over its unlearned and its
@@ -46,6 +55,7 @@ import numpy as np
 from absl import logging
 
 from ieu_jax import _metrics
+from ieu_jax import _program
 from ieu_jax import _rcd
 from ieu_jax import attackers as attackers_lib
 from ieu_jax import comparison
@@ -98,26 +108,36 @@ def scores_and_accuracy(apply_fn, stacked: Any, data: data_lib.Dataset,
 
   The copies run in eval mode over ``data`` in chunks of ``chunk`` examples (the last
   one padded, so one compilation serves every chunk), all copies at once (``vmap``).
+  A copy with a non-finite logit anywhere (finite weights whose outputs overflow)
+  gets NaN for every score and False for every correctness.
   """
   n = len(data)
   size = min(chunk, n)
-  scores, correct = [], []
+  chunks = []
   for start in range(0, n, size):
     x = data.x[start:start + size]
-    y = np.asarray(data.y[start:start + size])
     pad = size - x.shape[0]
     if pad:
       x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-    logits = np.asarray(_logits(apply_fn, stacked, x), np.float64)[:, :size - pad]
-    labels = np.broadcast_to(y, logits.shape[:2])
-    scores.append(privacy.logit_confidence(logits, labels))
-    correct.append(logits.argmax(-1) == labels)
-  return np.concatenate(scores, axis=1), np.concatenate(correct, axis=1)
+    chunks.append(np.asarray(_logits(apply_fn, stacked, x), np.float64)[:, :size - pad])
+  logits = np.concatenate(chunks, axis=1)
+  labels = np.broadcast_to(np.asarray(data.y), logits.shape[:2])
+  finite = np.isfinite(logits).reshape(logits.shape[0], -1).all(axis=1)
+  scores = np.full(logits.shape[:2], np.nan)
+  correct = np.zeros(logits.shape[:2], bool)
+  if finite.any():
+    scores[finite] = privacy.logit_confidence(logits[finite], labels[finite])
+    correct[finite] = logits[finite].argmax(-1) == labels[finite]
+  return scores, correct
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(apply_fn, stacked, x):
   return jax.vmap(apply_fn, in_axes=(0, None))(stacked, x)
+
+
+class _NoPairs(ValueError):
+  """No example that two copies forgot."""
 
 
 def _forgetting_quality(unlearned: np.ndarray, retrained: np.ndarray, forgotten: np.ndarray,
@@ -133,8 +153,8 @@ def _forgetting_quality(unlearned: np.ndarray, retrained: np.ndarray, forgotten:
     eps.append(privacy.per_example_epsilon(unlearned[who, i], retrained[who, i], delta))
   eps = np.asarray(eps, np.float64)
   if not eps.size:
-    raise ValueError("no example was forgotten by two copies or more: raise"
-                     " config.ulira.num_shadows or forget_size.")
+    raise _NoPairs("no example was forgotten by two copies or more: raise"
+                   " config.ulira.num_shadows or forget_size.")
   return float(np.mean(privacy.epsilon_score(eps))), skipped, eps
 
 
@@ -148,40 +168,50 @@ def _finite_copies(stacked: Any) -> np.ndarray:
   return ok
 
 
-def _copy(stacked: Any, m: int) -> Any:
-  return jax.tree.map(lambda a: a[m], stacked)
-
-
 def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, setup,
          seed: int) -> dict[str, Any]:
-  """A row's scores, UA, RA, TA, MIA-efficacy and U-LiRA (over its finite copies);
-  private fields start with ``_``. A row whose every copy diverged has NaN metrics."""
+  """A row's scores, UA, RA, TA, MIA-efficacy and U-LiRA over its usable copies (finite
+  weights and outputs); private fields start with ``_``. Every metric of a row with no
+  usable copy is NaN, and U-LiRA is NaN with fewer than two."""
   pop, test, apply_fn, mia_cap = setup
-  ok = _finite_copies(stacked)
   nan = float("nan")
+  ok = _finite_copies(stacked)
+  scores = np.full(trained.shape, np.nan)
+  test_scores = np.full((trained.shape[0], len(test)), np.nan)
+  correct = np.zeros(trained.shape, bool)
+  test_correct = np.zeros(test_scores.shape, bool)
+  if ok.any():
+    finite = jax.tree.map(lambda a: a[np.flatnonzero(ok)], stacked)
+    scores[ok], correct[ok] = scores_and_accuracy(apply_fn, finite, pop)
+    test_scores[ok], test_correct[ok] = scores_and_accuracy(apply_fn, finite, test)
+    ok &= np.isfinite(scores).all(1) & np.isfinite(test_scores).all(1)
+  row = {"name": name, "diverged": int((~ok).sum()), "_ok": ok, "_params": stacked}
+  if (~ok).any():
+    logging.warning("%s: copies %s diverged (weights or outputs not finite); left out.",
+                    name, np.flatnonzero(~ok).tolist())
   if not ok.any():
-    logging.warning("%s: every copy diverged; its row has no metric.", name)
-    return {"name": name, "ulira_accuracy": {"mean": nan, "std": nan}, "UA": nan, "RA": nan,
-            "TA": nan, "MIA": {"mean": nan, "std": nan}, "diverged": int(ok.size), "_ok": ok,
-            "_params": stacked}
-  finite = jax.tree.map(lambda a: a[np.flatnonzero(ok)], stacked)
-  scores, correct = scores_and_accuracy(apply_fn, finite, pop)
-  test_scores, test_correct = scores_and_accuracy(apply_fn, finite, test)
+    return {**row, "ulira_accuracy": {"mean": nan, "std": nan}, "UA": nan, "RA": nan,
+            "TA": nan, "MIA": {"mean": nan, "std": nan, "not_finite": 0}}
+  scores, correct = scores[ok], correct[ok]
   forget, retain = forgotten[ok], (trained & ~forgotten)[ok]
   ua = 100 - 100 * (correct & forget).sum(1) / forget.sum(1)
   ra = 100 * (correct & retain).sum(1) / retain.sum(1)
-  mia = np.asarray([_mia(scores[j], test_scores[j], retain[j], forget[j], mia_cap, seed)
+  mia = np.asarray([_mia(scores[j], test_scores[ok][j], retain[j], forget[j], mia_cap, seed)
                     for j in range(len(scores))])
+  row.update({"UA": float(ua.mean()), "RA": float(ra.mean()),
+              "TA": float(100 * test_correct[ok].mean()), "MIA": _mean_std(mia),
+              "mia_per_copy": mia.tolist(), "_scores": scores})
+  if ok.sum() < 2:
+    logging.warning("%s: one usable copy; U-LiRA needs two.", name)
+    row["ulira_accuracy"] = {"mean": nan, "std": nan}
+    return row
   result = privacy.ulira(scores, trained[ok], forgotten[ok], seed=seed)
-  return {"name": name, "ulira_accuracy": {"mean": result.mean, "std": result.std},
-          "ulira_per_target": result.accuracy.tolist(),
-          "UA": float(ua.mean()), "RA": float(ra.mean()), "TA": float(100 * test_correct.mean()),
-          "MIA": _mean_std(mia), "mia_per_copy": mia.tolist(),
-          "diverged": int((~ok).sum()),
-          "skipped_pairs": {"unlearned": result.skipped_unlearned,
-                            "retrained": result.skipped_retrained},
-          "_ok": ok, "_params": stacked, "_scores": scores, "_llr": result.llr,
-          "_used": result.used, "_unlearned": result.unlearned_pairs}
+  row.update({"ulira_accuracy": {"mean": result.mean, "std": result.std},
+              "ulira_per_target": result.accuracy.tolist(),
+              "skipped_pairs": {"unlearned": result.skipped_unlearned,
+                                "retrained": result.skipped_retrained},
+              "_llr": result.llr, "_used": result.used, "_unlearned": result.unlearned_pairs})
+  return row
 
 
 def _mean_std(values: np.ndarray) -> dict[str, float]:
@@ -196,29 +226,30 @@ def _mean_std(values: np.ndarray) -> dict[str, float]:
 def _mia(scores, test_scores, retain, forget, cap: int, seed: int) -> float:
   """MIA-efficacy of one copy, as the pipeline's (:func:`ieu_jax._metrics.mia_efficacy`):
   its retain subset against the test split, applied to its forget subset, on the
-  true-class probability ``sigmoid(logit confidence)``; NaN where an output is not
-  finite."""
+  true-class probability ``sigmoid(logit confidence)``."""
   prob = lambda s: 1.0 / (1.0 + np.exp(-s))  # pylint: disable=unnecessary-lambda-assignment
-  try:
-    return _metrics.mia_efficacy(prob(scores[retain]), prob(test_scores), prob(scores[forget]),
-                                 max_per_class=cap, seed=seed)
-  except ValueError:  # a non-finite feature
-    return float("nan")
+  return _metrics.mia_efficacy(prob(scores[retain]), prob(test_scores), prob(scores[forget]),
+                               max_per_class=cap, seed=seed)
 
 
 def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten: np.ndarray,
                    delta: float) -> None:
   """``forgetting_quality``, ``challenge_score`` and ``examples_skipped`` of ``row``
-  against the reference Retrain copies, over the copies finite in both (NaN without
-  any)."""
-  if not (row["_ok"] & reference["_ok"]).any():
-    row.update(forgetting_quality=float("nan"), challenge_score=float("nan"),
-               examples_skipped=None)
+  against the reference Retrain copies, over the copies usable in both (NaN where no
+  example is left that two such copies forgot)."""
+  both = row["_ok"] & reference["_ok"]
+  nan = float("nan")
+  if not both.any():
+    row.update(forgetting_quality=nan, challenge_score=nan, examples_skipped=None)
     return
   full = lambda r: _expand(r["_scores"], r["_ok"])  # pylint: disable=unnecessary-lambda-assignment
-  both = row["_ok"] & reference["_ok"]
-  fq, skipped, _ = _forgetting_quality(full(row)[both], full(reference)[both], forgotten[both],
-                                       delta)
+  try:
+    fq, skipped, _ = _forgetting_quality(full(row)[both], full(reference)[both],
+                                         forgotten[both], delta)
+  except _NoPairs:  # the config guarantees pairs; the copies that diverged took them
+    logging.warning("%s: too few usable copies for the challenge's epsilon.", row["name"])
+    row.update(forgetting_quality=nan, challenge_score=nan, examples_skipped=None)
+    return
   row["forgetting_quality"] = fq
   row["examples_skipped"] = skipped
   row["challenge_score"] = privacy.challenge_score(fq, row["RA"], reference["RA"], row["TA"],
@@ -259,15 +290,20 @@ def _add_rcd(rows: list[dict[str, Any]], config: ml_collections.ConfigDict, spli
   per_row = {r["name"]: [] for r in rows}
   for m in range(min(int(copies), trained.shape[0])):
     start = time.perf_counter()
+    if not (by_name["Original"]["_ok"][m] and ref["_ok"][m]):  # no threshold, no unit
+      for row in rows:
+        per_row[row["name"]].append({"steps": float("nan"), "normalized": float("nan"),
+                                     "censored_frac": float("nan")})
+      continue
     fs = _copy_split(pop, trained[m], forgotten[m])
-    original = _copy(originals, m)
+    original = _program.unstack(originals, m)
     attack = next(iter(attackers_lib.attacks(cfg, splits, fs, apply_fn, original,
-                                             _copy(ref["_params"], m)).values()))
+                                             _program.unstack(ref["_params"], m)).values()))
     results = {}
     for row in rows:
       if row["_ok"][m]:
         results[row["name"]] = experiment.relearn_attack(attack, apply_fn,
-                                                         _copy(row["_params"], m), cfg, original)
+                                                         _program.unstack(row["_params"], m), cfg, original)
     for row in rows:
       res = results.get(row["name"])
       if res is None:
@@ -377,6 +413,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str | None = N
   pop = _population(splits.train, u.get("population"))
   trained, forgotten = privacy.inclusion(jax.random.fold_in(root, _KEY_INCLUSION), num,
                                          len(pop), int(u.forget_size))
+  twice = int((forgotten.sum(0) >= 2).sum())
+  if not twice:
+    raise ValueError(f"config.ulira: no example is forgotten by two of the {num} copies"
+                     f" (forget_size={u.forget_size} of halves of {len(pop) // 2}): raise"
+                     " num_shadows or forget_size.")
   like = jax.eval_shape(lambda: jax.vmap(init_fn)(jax.random.split(jax.random.key(0), num)))
   recipe = config.train.to_dict()
   base = {"data": config.data, "model": config.model, "train": recipe, "seed": config.seed,
@@ -480,12 +521,18 @@ def _rankings_text(r: Mapping[str, Any]) -> str:
     lines.append(f"* {measure}: {text}{tail}")
   lines += ["", "Kendall's tau-b between the orders (1: the same order, -1: reversed): "
             + "; ".join(f"{k} {outputs.fmt(v)}" for k, v in r["tau"].items()) + ".", ""]
+  taus = [v for v in r["tau"].values() if v is not None and np.isfinite(v)]
+  missing = len(r["tau"]) - len(taus)
+  note = (f" ({missing} pair(s) not comparable: fewer than two methods ranked by both)"
+          if missing else "")
   if r["agree"]:
     lines.append("The four measures rank the methods the same way.")
+  elif not taus:
+    lines.append("No two measures rank two methods in common: nothing to compare.")
   else:
-    split = [k for k, v in r["tau"].items() if not v == 1.0]
-    lines.append(f"The rankings do not agree: {len(split)} of the {len(r['tau'])} pairs of"
-                 " measures order the methods differently.")
+    split = sum(v != 1.0 for v in taus)
+    lines.append(f"The rankings do not agree: {split} of the {len(taus)} comparable pairs"
+                 f" of measures order the methods differently{note}.")
   return "\n".join(lines) + "\n"
 
 
@@ -540,7 +587,7 @@ def write_report(out: Mapping[str, Any], rows, workdir: str) -> None:
   fig, axes = plt.subplots(len(rows), 1, figsize=(7, 2.2 * len(rows)), squeeze=False)
   for ax, row in zip(axes[:, 0], rows):
     if "_llr" not in row:
-      ax.set_title(f"{row['name']}: every copy diverged", fontsize=9)
+      ax.set_title(f"{row['name']}: fewer than two usable copies", fontsize=9)
       continue
     llr, used = row["_llr"], row["_used"]
     unlearned = np.isfinite(llr) & used & row["_unlearned"]

@@ -190,7 +190,7 @@ def test_rankings_by_hand():
   assert "* MIA-efficacy: A > B > D (no value, last: C)" in text
   assert r["tau"]["challenge score vs RCD"] == pytest.approx(4 / 6)
   assert r["tau"]["challenge score vs MIA-efficacy"] == 1.0  # over A, B, D
-  assert "2 of the 6 pairs" in text
+  assert "2 of the 6 comparable pairs" in text
 
 
 def test_rankings_agree_and_ties_print_as_ties():
@@ -204,3 +204,57 @@ def test_rankings_agree_and_ties_print_as_ties():
   rows[-1]["MIA"]["mean"], rows[-1]["RCD"]["steps"]["mean"] = 37.0, 11.0
   rows[-1]["challenge_score"], rows[-1]["ulira_accuracy"]["mean"] = 0.35, 54.0
   assert ulira_run.rankings(rows)["agree"] is True
+
+
+def test_copies_whose_outputs_overflow_are_left_out_and_counted():
+  pop, test, trained, forgotten, w, _ = _linear_rows()
+  w[3] = 1e38  # finite weights, logits that overflow
+  setup = (pop, test, _apply, 1000)
+  scores, correct = ulira_run.scores_and_accuracy(_apply, {"w": jnp.asarray(w, jnp.float32)},
+                                                  pop)
+  assert np.isnan(scores[3]).all() and not correct[3].any()
+  assert np.isnan(scores[2]).all() and np.isfinite(scores[[0, 1, 4, 5]]).all()
+  row = ulira_run._row("M", {"w": jnp.asarray(w, jnp.float32)}, trained, forgotten, setup, 0)
+  assert row["diverged"] == 2 and row["_ok"].tolist() == [True, True, False, False, True, True]
+  assert len(row["mia_per_copy"]) == 4 and len(row["ulira_per_target"]) == 4
+  # The same row without copies 2 and 3 at all: the same numbers.
+  keep = np.array([0, 1, 4, 5])
+  alone = ulira_run._row("M", {"w": jnp.asarray(w[keep], jnp.float32)}, trained[keep],
+                         forgotten[keep], setup, 0)
+  assert row["RA"] == alone["RA"] and row["MIA"] == alone["MIA"]
+  np.testing.assert_array_equal(row["ulira_per_target"], alone["ulira_per_target"])
+
+
+def test_a_row_with_one_usable_copy_has_utility_but_no_attack():
+  pop, test, trained, forgotten, w, ref = _linear_rows()
+  w[[0, 1, 3, 4, 5]] = np.nan  # only copy 2 is usable
+  w[2] = ref[2]
+  setup = (pop, test, _apply, 1000)
+  row = ulira_run._row("M", {"w": jnp.asarray(w, jnp.float32)}, trained, forgotten, setup, 0)
+  assert row["diverged"] == 5 and np.isfinite(row["RA"]) and len(row["mia_per_copy"]) == 1
+  assert np.isnan(row["ulira_accuracy"]["mean"])
+  reference = ulira_run._row("R", {"w": jnp.asarray(np.where(np.isnan(ref), 0.0, ref),
+                                                    jnp.float32)}, trained, forgotten, setup, 0)
+  ulira_run._add_challenge(row, reference, forgotten, 1e-5)  # one copy: no pair, no raise
+  assert np.isnan(row["forgetting_quality"]) and np.isnan(row["challenge_score"])
+
+
+def test_rankings_with_nothing_comparable_say_so():
+  rows = _ranked_rows()[:3]  # Original, Retrain, A: one method
+  r = ulira_run.rankings(rows)
+  assert all(np.isnan(t) for t in r["tau"].values()) and not r["agree"]
+  assert "nothing to compare" in ulira_run._rankings_text(r)
+  rows = _ranked_rows()
+  for row in rows[2:]:
+    row["MIA"]["mean"] = None if row["name"] != "A" else row["MIA"]["mean"]
+  text = ulira_run._rankings_text(ulira_run.rankings(rows))
+  assert "3 pair(s) not comparable" in text and "of the 3 comparable pairs" in text
+
+
+def test_a_config_without_twice_forgotten_examples_is_refused_before_training(tmp_path):
+  config = fashion_mnist.get_config("small")
+  config.ulira.num_shadows, config.ulira.forget_size = 2, 1
+  with pytest.raises(ValueError, match=r"no example is forgotten by two of the 2 copies"
+                                       r" \(forget_size=1 of halves of 200\)"):
+    ulira_run.run(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
