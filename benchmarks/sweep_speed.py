@@ -8,8 +8,8 @@ optimizer steps of ``--method`` (IEU by default: a forget and a retain batch of
 32 per step, with decay and noise) for each of ``G`` settings.
 
 * ``loop``: a Python loop of ``G`` separate runs, ``methods.get(m).unlearn(...)``
-  per setting, as a user without the sweep would run them; each run traces and
-  compiles its own steps (its hyperparameters are part of them).
+  per setting, as a user without the sweep would run them; each run builds, traces
+  and compiles its own step functions.
 * ``sweep/<layout>``: ``ieu_jax.sweep`` of the ``G`` settings, one compiled step
   for all of them (``vmap``: vectorised, the default everywhere, by this
   benchmark; ``map``: ``lax.map`` over the settings inside the step).
@@ -31,7 +31,6 @@ import ieu_jax
 ieu_jax.configure_cpu()  # before JAX starts, as the binaries do (docs/performance.md)
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from ieu_jax import _program  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -41,14 +40,15 @@ from ieu_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 NUM_CLASSES, SHAPE = 10, (28, 28, 1)
 
-# Each method's base setting and the values its grid crosses (2 x 2 x 2 x 2 = 16).
+# Each method's base setting and the values its grid crosses: 16 distinct settings
+# (IEU 2 x 2 x 2 x 2, FT 4 x 2 x 2).
 GRIDS = {
     "IEU": (dict(epochs=1, batch_size=32, retain_scale=1.0, ascent_scale=1.0),
             dict(learning_rate=(3e-3, 1e-2), weight_decay=(1e-2, 1e-1),
                  noise_std=(1e-3, 3e-3), retain_scale=(1.0, 2.0))),
     "FT": (dict(epochs=1, batch_size=32),
-           dict(learning_rate=(3e-3, 1e-2), momentum=(0.0, 0.9),
-                weight_decay=(0.0, 5e-4), batch_size=(32,))),
+           dict(learning_rate=(1e-3, 3e-3, 1e-2, 3e-2), momentum=(0.0, 0.9),
+                weight_decay=(0.0, 5e-4))),
 }
 
 
@@ -70,8 +70,10 @@ def grid(method: str, g: int, steps: int):
   fixed, varied = GRIDS[method]
   combos = [dict(zip(varied, values)) for values in np.array(
       np.meshgrid(*varied.values(), indexing="ij"), dtype=object).reshape(len(varied), -1).T]
-  settings = [methods.hparams(method, dict(fixed, **c, steps=steps)) for c in combos]
-  return [settings[i % len(settings)] for i in range(g)]
+  if not 1 <= g <= len(combos):
+    raise ValueError(f"--g={g}: {method}'s grid has {len(combos)} distinct settings; give"
+                     f" 1 to {len(combos)} (a repeated setting would be swept once).")
+  return [methods.hparams(method, dict(fixed, **c, steps=steps)) for c in combos[:g]]
 
 
 def _block(tree):

@@ -114,7 +114,7 @@ class Program:
 
 
 def _passes(program: Program, key: jax.Array, budget: int | None,
-            sizes: Mapping[str, int] | None = None):
+            sizes: Mapping[str, int] | None = None, name: str = "the method"):
   """``(segment, batches)`` in order, the last one cut so the steps total ``budget``.
 
   ``sizes`` overrides the number of examples of a data set (the width of its maps).
@@ -135,7 +135,7 @@ def _passes(program: Program, key: jax.Array, budget: int | None,
     done += int(batches.shape[0])
     yield seg, batches
   if budget is not None and done < budget:
-    raise ValueError(f"the program ended after {done} of its {budget} steps.")
+    raise ValueError(f"{name}: the program ended after {done} of its {budget} steps.")
 
 
 def _single_step(fn: Callable) -> Callable:
@@ -174,7 +174,7 @@ def run(program: Program, variables: Any, values: Mapping[str, float], key: jax.
   opt_state = program.init(_state.trainable(variables), hp, key, *program.init_aux)
   variables, opt_state = fresh_copy((variables, opt_state))
   start = last = time.perf_counter()
-  for seg, batches in _passes(program, key, budget):
+  for seg, batches in _passes(program, key, budget, name=name):
     x, y = program.data[seg.data]
     seg_hp = hp if seg.values is None else {**hp, **_hp_arrays(seg.values(values))}
     finite = jnp.array(True)
@@ -486,10 +486,10 @@ def _stacked_passes(program: Program, key: jax.Array, keys: jax.Array | None,
   """``(segment, batches, epoch_key)`` of each pass: shared (``batches (steps, b)``)
   or, with ``keys``, one per setting (``batches (steps, G, b)``, ``G`` epoch keys)."""
   if keys is None:
-    for seg, batches in _passes(program, key, budget, sizes):
+    for seg, batches in _passes(program, key, budget, sizes, name):
       yield seg, batches, seg.epoch_key
     return
-  for parts in zip(*[_passes(program, k, budget, sizes) for k in keys]):
+  for parts in zip(*[_passes(program, k, budget, sizes, name) for k in keys]):
     seg = parts[0][0]
     for other, batches in parts[1:]:
       if ((other.kind, other.data, other.batch_size) != (seg.kind, seg.data, seg.batch_size)

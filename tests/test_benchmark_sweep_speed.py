@@ -24,3 +24,8 @@ def test_the_grid_crosses_every_value_once():
   settings = sweep_speed.grid("IEU", 16, steps=5)
   keys = {(h.learning_rate, h.weight_decay, h.noise_std, h.retain_scale) for h in settings}
   assert len(keys) == 16 and all(h.steps == 5 for h in settings)
+  ft = sweep_speed.grid("FT", 16, steps=5)
+  assert len({(h.learning_rate, h.momentum, h.weight_decay) for h in ft}) == 16
+  for method in ("IEU", "FT"):  # a repeated setting would be swept once: refused
+    with pytest.raises(ValueError, match=f"--g=17: {method}'s grid has 16 distinct settings"):
+      sweep_speed.grid(method, 17, steps=5)
