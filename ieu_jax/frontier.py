@@ -75,6 +75,7 @@ def _metric(row: Mapping[str, Any], key: str, what: str) -> float:
 
 
 VIEWS = {"test": ("TA", "MIA"), "val": ("VA", "MIA_val")}
+_SPLIT = {"test": "test", "val": "validation"}
 """The data a frontier is judged on (``frontier["selection"]``, default ``"test"``):
 the held-out accuracy and the MIA's non-members come from the test split, or from
 the validation split (``VA``, ``MIA_val``), so that choosing settings never reads
@@ -260,7 +261,10 @@ def _compare(ieu: Mapping[str, Any], other: Mapping[str, Any] | None, name: str,
   if a is None or b is None:
     who = " and ".join(n for n, v in (("IEU", a), (name, b)) if v is None)
     out = {"verdict": _NA, "why": f"{who}: no value on some seed"}
-    if a is not None and not other.get("seeds_not_run"):  # ran, but lost its utility
+    # The baseline ran on every seed, and where it has no value it had no eligible
+    # setting (it could not keep its utility), not merely no RCD.
+    lost = all(g is None for g, v in zip(other["gap"], other[key]) if v is None)
+    if a is not None and not other.get("seeds_not_run") and lost:
       out["unmatched"] = True
     return out
   diff, spread = a - b, sa + sb
@@ -297,7 +301,7 @@ def _best(methods: Mapping[str, Mapping[str, Any]], key: str, better: str) -> li
   return [n for n, v in means.items() if v == target]
 
 
-def _check_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
+def check_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
   bounds = tuple(bounds)
   if not bounds:
     raise ValueError("bounds=(): give at least one utility-loss bound.")
@@ -351,7 +355,7 @@ def matched_utility(frontier: Mapping[str, Any],
   Raises:
     ValueError: as :func:`annotate`, or a bound that is not a finite number >= 0.
   """
-  bounds = _check_bounds(bounds)
+  bounds = check_bounds(bounds)
   out: dict[str, dict[float, Any]] = {}
   for scenario, runs in _scenarios(annotate(frontier)["runs"]).items():
     names = list(dict.fromkeys(n for run in runs for n in run["methods"]))
@@ -428,15 +432,18 @@ def frontier_markdown(frontier: Mapping[str, Any], bounds: Sequence[float] = (1.
     ValueError: as :func:`matched_utility`.
   """
   fmt = outputs.fmt
+  view = frontier.get("selection", "test")
+  held, mia = _view(view)
   annotated = annotate(frontier)
   matched = matched_utility(annotated, bounds)
   by_scenario = _scenarios(annotated["runs"])
   lines = [
       "# Hyperparameter frontier: forgetting against utility",
       "",
-      "Percentages. Forgetting gap: |UA - UA_Retrain| + |MIA - MIA_Retrain| (0: forgets as"
-      " Retrain does). Utility loss: max(0, RA_Retrain - RA) + max(0, TA_Retrain - TA) (0: at"
-      " least Retrain's utility). At matched utility, a method's eligible settings on a seed"
+      f"Percentages, on the {_SPLIT[view]} split. Forgetting gap: |UA - UA_Retrain| +"
+      f" |{mia} - {mia}_Retrain| (0: forgets as Retrain does). Utility loss: max(0,"
+      f" RA_Retrain - RA) + max(0, {held}_Retrain - {held}) (0: at least Retrain's utility)."
+      " At matched utility, a method's eligible settings on a seed"
       " are those that did not diverge and lose at most the bound; its best gap is the"
       " smallest gap among them, its best RCD the highest worst-case normalised RCD among"
       " those that have one (RCD is computed for some settings only). Mean ± std over seeds"
@@ -451,7 +458,7 @@ def frontier_markdown(frontier: Mapping[str, Any], bounds: Sequence[float] = (1.
       "",
   ]
   scenarios = list(matched)
-  for bound in _check_bounds(bounds):
+  for bound in check_bounds(bounds):
     lines += [f"## Verdicts at utility loss <= {fmt(bound)} points", ""]
     rows = [[text] + [_cell(matched[s][bound]["claims"][key]) for s in scenarios]
             for key, text in CLAIMS.items()]
@@ -564,8 +571,9 @@ def plot_frontier(frontier: Mapping[str, Any], scenario: str, path: str,
   if norm is not None:
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                  label="worst-case normalised RCD (grey: not computed)")
-  ax.set_xlabel("utility loss (points below Retrain's RA and TA)")
-  ax.set_ylabel("forgetting gap (|UA - UA_R| + |MIA - MIA_R|)")
+  held, mia = _view(frontier.get("selection", "test"))
+  ax.set_xlabel(f"utility loss (points below Retrain's RA and {held})")
+  ax.set_ylabel(f"forgetting gap (|UA - UA_R| + |{mia} - {mia}_R|)")
   ax.set_title(f"{scenario}, seed {seed}: each method's settings; lines: Pareto sets\n"
                "(lower-left is better)", fontsize=10)
   ax.legend(fontsize=8)

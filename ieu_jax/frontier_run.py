@@ -111,7 +111,20 @@ def _check(config: ml_collections.ConfigDict) -> list[str]:
   if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
                             or not bound >= 0):
     raise ValueError(f"config.frontier.rcd_max_loss={bound!r} must be None or a number >= 0.")
+  bounds = frontier_lib.check_bounds(config.frontier.get("bounds", DEFAULT_BOUNDS))
+  if bound is not None and bound < max(bounds):
+    raise ValueError(f"config.frontier.rcd_max_loss={bound!r} is below the claims' largest"
+                     f" bound (config.frontier.bounds={tuple(bounds)}): settings eligible"
+                     " there would have no RCD.")
   return names
+
+
+DEFAULT_BOUNDS = (1.0, 3.0)
+
+
+def bounds(frontier: Mapping[str, Any]) -> tuple[float, ...]:
+  """The claims' utility-loss bounds of a frontier: its config's, or the default."""
+  return tuple(frontier.get("config", {}).get("frontier", {}).get("bounds", DEFAULT_BOUNDS))
 
 
 def _metrics_of(setup: experiment.Setup, variables) -> dict[str, float]:
@@ -304,7 +317,7 @@ def write_results_doc(frontier: Mapping[str, Any], results_doc: str, workdir: st
       with open(src, "rb") as f:
         outputs.write_text(os.path.join(fig_dir, name), f.read())
       figures.append(f"![{scenario}](figures/{name})")
-  body = frontier_lib.frontier_markdown(frontier)
+  body = frontier_lib.frontier_markdown(frontier, bounds(frontier))
   body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
   block = (f"Reproduce the frontier:\n\n    {frontier['command']}\n\n"
            f"{setting_paragraph(frontier)}\n{body}\n\n" + "\n".join(figures) + "\n")
@@ -323,7 +336,7 @@ def write_report(frontier: Mapping[str, Any], workdir: str) -> None:
   header = (f"# Frontier\n\nWritten by `{frontier['command']}`.\n\n"
             f"{setting_paragraph(frontier)}\n")
   outputs.write_text(os.path.join(workdir, "frontier.md"),
-                     header + frontier_lib.frontier_markdown(frontier))
+                     header + frontier_lib.frontier_markdown(frontier, bounds(frontier)))
   for scenario in dict.fromkeys(r["scenario"] for r in frontier["runs"]):
     frontier_lib.plot_frontier(frontier, scenario,
                                os.path.join(workdir, f"frontier_{scenario}.png"))

@@ -235,6 +235,15 @@ def test_a_baseline_that_cannot_keep_its_utility_is_named_not_a_veto():
     run["methods"]["FT"] = [_at(0.2, 0.5, 9.0)]
   claim = frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]["claims"]["1_smaller_gap"]
   assert claim["verdict"] == "not supported" and claim["without"] == []
+  # SalUn keeps its utility on seed 1 but has no RCD there (not computed): that is no
+  # loss of utility, so the RCD claim stays n/a while the gap claim is judged.
+  f = runs([_at(0.1, 0.5)])
+  m = frontier.matched_utility(f, bounds=(1.0,))["s"][1.0]
+  assert m["claims"]["2_higher_worst_case_rcd"]["verdict"] == "n/a"
+  assert not m["claims"]["2_higher_worst_case_rcd"]["versus"]["SalUn"].get("unmatched")
+  # SalUn's gaps 3.0 and 0.1 (1.55 +- 1.45) against IEU's 1.0 +- 0: within the spread.
+  assert m["claims"]["1_smaller_gap"]["verdict"] == "within seed spread"
+  assert m["claims"]["1_smaller_gap"]["without"] == []
   # IEU itself without a value on seed 1: n/a.
   f = runs([_at(3.0, 0.5, 1.0)])
   f["runs"][1]["methods"]["IEU"] = [_at(0.1, 9.0, 5.0)]
@@ -429,3 +438,16 @@ def test_the_validation_plane_reads_va_and_mia_val():
   assert frontier.utility_loss(s, retrain) == pytest.approx(1.0 + 1.0)
   with pytest.raises(ValueError, match="selection='train'"):
     frontier.forgetting_gap(s, retrain, "train")
+
+
+def test_the_report_names_the_split_it_reads():
+  f = _hand_frontier()
+  md = frontier.frontier_markdown(f)
+  assert "on the test split" in md and "max(0, TA_Retrain - TA)" in md
+  f["selection"] = "val"
+  for run in f["runs"]:
+    for row in [run["retrain"]] + [x for xs in run["methods"].values() for x in xs]:
+      row.update(VA=row["TA"], MIA_val=row["MIA"])
+  md = frontier.frontier_markdown(f)
+  assert "on the validation split" in md and "max(0, VA_Retrain - VA)" in md
+  assert "|MIA_val - MIA_val_Retrain|" in md and "TA_Retrain" not in md

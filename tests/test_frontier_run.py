@@ -146,4 +146,12 @@ def test_bad_frontiers_are_refused_before_any_work(tmp_path):
   config.frontier.rcd = "some"
   with pytest.raises(ValueError, match="rcd='some'"):
     frontier_run.run(config, str(tmp_path))
+  config = fashion_mnist.get_config("small")
+  config.frontier.bounds = (1.0, 5.0)
+  with pytest.raises(ValueError, match=r"rcd_max_loss=3.0 is below the claims' largest bound"
+                                       r" \(config.frontier.bounds=\(1.0, 5.0\)\)"):
+    frontier_run.run(config, str(tmp_path))
+  config.frontier.bounds = (1.0, -2.0)
+  with pytest.raises(ValueError, match="bound -2.0 is not a finite number"):
+    frontier_run.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing written

@@ -178,8 +178,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.frontier.scenarios = ("random10", "random30", "random50", "class0", "mislabel10")
   c.frontier.seeds = (0, 1, 2)
   c.frontier.rcd = "pareto"  # RCD for each method's Pareto set ('all', 'none')
-  # ... among the settings within this utility loss (points; the claims' largest bound).
+  # ... among the settings within this utility loss (points; at least the claims' largest
+  # bound, so every eligible Pareto setting has its RCD; None: any).
   c.frontier.rcd_max_loss = config_dict.FieldReference(3.0, field_type=float)
+  # The claims' utility-loss bounds, points: methods compared at matched utility.
+  c.frontier.bounds = (1.0, 3.0)
   c.frontier.chunk = config_dict.placeholder(int)  # at most this many settings per program
   # Every method: 8 settings of its own, each at every budget (16 settings).
   c.frontier.budgets = (25, 75)
