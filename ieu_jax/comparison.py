@@ -380,7 +380,9 @@ def verdict_table(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
   return outputs.markdown_table(["claim"] + scenarios, rows)
 
 
-_START, _END = "<!-- generated: start -->", "<!-- generated: end -->"
+def block_start(name: str = "generated") -> str:
+  """The line that opens block ``name`` of a page (:func:`splice`)."""
+  return f"<!-- {name}: start -->"
 
 
 def splice(old: str | None, generated: str, name: str = "generated",
@@ -392,7 +394,7 @@ def splice(old: str | None, generated: str, name: str = "generated",
   marker, say) when ``old`` has that line, else at its end; with no page, the block
   is the page.
   """
-  start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+  start, end = block_start(name), f"<!-- {name}: end -->"
   block = f"{start}\n{generated}{end}\n"
   if old is None:
     return block

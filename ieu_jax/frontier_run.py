@@ -327,7 +327,7 @@ def write_results_doc(frontier: Mapping[str, Any], results_doc: str, workdir: st
   except OSError:
     old = None
   outputs.write_text(results_doc, comparison.splice(old, block, name="frontier",
-                                                    before="<!-- generated: start -->"))
+                                                    before=comparison.block_start()))
 
 
 def write_report(frontier: Mapping[str, Any], workdir: str) -> None:

@@ -177,7 +177,8 @@ def fit(
     epochs: number of epochs (0 returns the inputs).
     batch_size: examples per step.
     key: PRNG key; epoch ``e`` shuffles with ``fold_in(key, e)`` and step ``i``
-      of it gets ``fold_in(fold_in(key, e), i)``.
+      of it (0-based) gets ``fold_in(fold_in(key, e), i + 1)`` (the shuffle has
+      the epoch's key itself, so no step's key repeats it).
     name: the phase, for logs and errors.
     log_every_s: progress (with an ETA) is logged at most this often.
     on_epoch: optional callback ``(epoch, params)`` after each epoch.

@@ -574,7 +574,7 @@ def write_results_doc(out: Mapping[str, Any], results_doc: str, workdir: str) ->
   except OSError:
     old = None
   outputs.write_text(results_doc, comparison.splice(old, block, name="ulira",
-                                                    before="<!-- generated: start -->"))
+                                                    before=comparison.block_start()))
 
 
 def write_report(out: Mapping[str, Any], rows, workdir: str) -> None:

@@ -285,6 +285,20 @@ def test_rl_is_forget_descent_then_retain_pass_and_keyed():
   chex.assert_trees_all_close(got, jax.tree.map(lambda p, d: p - 0.1 * d, p0, g), atol=1e-6)
 
 
+def test_ga_ascent_step_by_hand():
+  # One step of plain SGD on -CE: the parameters move *up* the cross-entropy.
+  tx = optax.sgd(0.1)
+  p0 = _linear_params(1)
+  problem = _problem()
+  batch = (problem.forget.x[:8], problem.forget.y[:8])
+  got, _, loss = ga.ascent_step(_linear_apply, tx)(p0, tx.init(p0), batch, jax.random.key(0))
+  ce = lambda p: softmax_cross_entropy(_linear_apply(p, batch[0]), batch[1])
+  g = jax.grad(ce)(p0)
+  chex.assert_trees_all_close(got, jax.tree.map(lambda p, d: p + 0.1 * d, p0, g), atol=1e-6)
+  assert float(loss) == pytest.approx(-float(ce(p0)), rel=1e-6)
+  assert float(ce(got)) > float(ce(p0))
+
+
 # --- SalUn ---------------------------------------------------------------------------
 
 def _numpy_flat(tree):

@@ -148,11 +148,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search["GA+Noisy"] = dict(learning_rate=[3e-3, 1e-2], noise_std=[1e-3, 3e-3])
   c.search["GA+Decay"] = dict(learning_rate=[3e-3, 1e-2], weight_decay=[1e-2, 1e-1])
 
-  # The frontier (experiments.frontier, ieu_jax/frontier_run.py): every method's grid of
-  # settings per scenario and seed, as one program per method. Budgets are optimizer
-  # steps (the same for every method and forget set), crossed with each method's grid;
-  # every method gets as many settings as every other. Changes no number of
-  # experiments.unlearn (an operational key for its cached runs).
   # U-LiRA and the NeurIPS 2023 challenge score (experiments.ulira, ieu_jax/ulira_run.py):
   # num_shadows copies of the model, each trained with c.train on its own half of the
   # population (the first `population` examples of the training split; None: all of
@@ -173,6 +168,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # its own (its original, forget and retain subsets), beside U-LiRA.
   c.ulira.rcd_copies = 4
 
+  # The frontier (experiments.frontier, ieu_jax/frontier_run.py): every method's grid of
+  # settings per scenario and seed, as one program per method. Budgets are optimizer
+  # steps (the same for every method and forget set), crossed with each method's grid;
+  # every method gets as many settings as every other. Changes no number of
+  # experiments.unlearn (an operational key for its cached runs).
   c.frontier = ml_collections.ConfigDict()
   c.frontier.methods = "FT,RL,l1-sparse,SalUn,SCRUB,GA,GA-plain,Noisy,GA+Noisy,GA+Decay,IEU"
   c.frontier.scenarios = ("random10", "random30", "random50", "class0", "mislabel10")

@@ -91,14 +91,15 @@ def make_transform(hparams: IEUHParams | Mapping[str, Any],
   if not isinstance(hparams, IEUHParams):
     fields = {f.name for f in dataclasses.fields(IEUHParams)}
     hparams = IEUHParams.from_config({k: v for k, v in hparams.items() if k in fields})
+  return _transform({name: getattr(hparams, name) for name in IEU_ARRAYS}, noise_key)
+
+
+def _transform(values: Mapping[str, Any], noise_key) -> optax.GradientTransformationExtraArgs:
+  """:func:`ieu_jax.ieu_transform` of the values of :data:`IEU_ARRAYS` (numbers or arrays)."""
   return _transforms.ieu_transform(
-      hparams.learning_rate,
-      ascent_scale=hparams.ascent_scale,
-      retain_scale=hparams.retain_scale,
-      weight_decay=hparams.weight_decay,
-      noise_std=hparams.noise_std,
-      key=noise_key,
-  )
+      values["learning_rate"], ascent_scale=values["ascent_scale"],
+      retain_scale=values["retain_scale"], weight_decay=values["weight_decay"],
+      noise_std=values["noise_std"], key=noise_key)
 
 
 IEU_ARRAYS = ("learning_rate", "ascent_scale", "retain_scale", "weight_decay", "noise_std")
@@ -113,10 +114,7 @@ def program(problem: base.Problem, hparams: IEUHParams, name: str = "IEU") -> _p
   with_retain = bool(hparams.retain_scale)
   batch_size = hparams.batch_size
 
-  def transform(hp, noise_key):
-    return _transforms.ieu_transform(
-        hp["learning_rate"], ascent_scale=hp["ascent_scale"], retain_scale=hp["retain_scale"],
-        weight_decay=hp["weight_decay"], noise_std=hp["noise_std"], key=noise_key)
+  transform = _transform
 
   def step(variables, opt_state, forget_batch, key, hp, retain_x, retain_y, retain_index):
     # The noise key lives in opt_state (set by init); the one given here is unused.

@@ -100,24 +100,24 @@ def relabel_descent(
 
 
 def program(problem: base.Problem, hparams: RLHParams, name: str = "RL",
-            tx: Callable[[Mapping[str, Any]], optax.GradientTransformation] | None = None,
-            arrays: tuple[str, ...] = base.SGD_ARRAYS) -> _program.Program:
+            tx: Callable[[Mapping[str, Any]], optax.GradientTransformation] | None = None
+            ) -> _program.Program:
   """RL's program: per epoch a forget pass under random labels, then a retain pass.
 
   Args:
     problem: the unlearning problem.
     hparams: RL's hyperparameters (or a subclass's, such as SalUn's): the static ones.
-    name: the method's name.
+    name: the method's name (unused: every pass is named by its kind).
     tx: ``tx(hp) -> optimizer`` from the step's hyperparameter arrays; default the
       baselines' SGD (:func:`ieu_jax.methods.base.sgd_from`; SalUn passes a masked one).
-    arrays: the hyperparameters passed as arrays.
   """
+  del name
   tx = base.sgd_from if tx is None else tx
-  forget_loss = relabel_objective(problem.apply_fn, problem.num_classes, hparams.exclude_true)
   retain_loss = training.classifier_objective(problem.apply_fn)
 
   def forget_step(variables, opt_state, batch, key, hp):
-    return training.descent_on(forget_loss, tx(hp))(variables, opt_state, batch, key)
+    return relabel_descent(problem.apply_fn, tx(hp), problem.num_classes,
+                           hparams.exclude_true)(variables, opt_state, batch, key)
 
   def retain_step(variables, opt_state, batch, key, hp):
     return training.descent_on(retain_loss, tx(hp))(variables, opt_state, batch, key)
@@ -133,7 +133,8 @@ def program(problem: base.Problem, hparams: RLHParams, name: str = "RL",
 
   return _program.Program(
       steps={"forget": forget_step, "retain": retain_step},
-      init=lambda params, hp, key: tx(hp).init(params), segments=segments, arrays=arrays,
+      init=lambda params, hp, key: tx(hp).init(params), segments=segments,
+      arrays=base.SGD_ARRAYS,
       data={"forget": (problem.forget.x, problem.forget.y),
             "retain": (problem.retain.x, problem.retain.y)})
 
