@@ -538,8 +538,11 @@ def _rankings_text(r: Mapping[str, Any]) -> str:
 
 def _setting(out: Mapping[str, Any]) -> str:
   ref = out["challenge_reference"]
+  trained = sum(m.get("seconds") or 0.0 for m in out["methods"]) + (ref.get("seconds") or 0.0)
   return (f"{out['N']} shadow copies, population {out['population']}, forget set"
-          f" {out['forget_size']} per copy; {out['devices']}, {out['wall_time_s'] / 60:.1f} min."
+          f" {out['forget_size']} per copy; {out['devices']}, {out['wall_time_s'] / 60:.1f} min"
+          f" for this invocation (the copies' training and unlearning, restored or not, took"
+          f" {trained / 60:.1f} min in all, as recorded when each set was computed)."
           " U-LiRA accuracy: mean and std over target copies (50: chance). Forgetting quality"
           " and challenge score against a second, independent set of Retrain copies (other"
           f" keys; RA {outputs.fmt(ref['RA'])}, TA {outputs.fmt(ref['TA'])}), so Retrain's own"
