@@ -24,7 +24,8 @@ PAGES = ["generative.md", "results.md", "results_nonorm.md", "theory.md", "cifar
 
 # Generated blocks: (start marker, end marker). Everything between them is written by code.
 BLOCKS = [("<!-- generated: start -->", "<!-- generated: end -->"),
-          ("<!-- frontier: start -->", "<!-- frontier: end -->")]
+          ("<!-- frontier: start -->", "<!-- frontier: end -->"),
+          ("<!-- ulira: start -->", "<!-- ulira: end -->")]
 
 # Configuration values and definitions that prose may name, per page, with the reason.
 ALLOWED: dict[str, dict[str, str]] = {
@@ -89,6 +90,7 @@ def test_checker_flags_a_measured_number_in_prose():
   assert [n for _, n, _ in decimals_in_prose(bad)] == ["12.5", "0.0"]
   # The same numbers in a frontier block, a code span, a fence, a link or a table are fine.
   fine = (page + "<!-- frontier: start -->\nforget 12.5\n<!-- frontier: end -->\n"
+          "<!-- ulira: start -->\nchance 50.18\n<!-- ulira: end -->\n"
           "Run with `--config.lr=0.03`.\n```\nlr = 0.03\n```\n[paper](https://arxiv.org/abs/2310.12508)\n"
           "| a | 12.5 |\n")
   assert decimals_in_prose(fine) == []
