@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from scipy.special import expit
 
 from ieu_jax import _metrics
 from ieu_jax import _program
@@ -192,11 +193,11 @@ def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, se
   if not ok.any():
     return {**row, "ulira_accuracy": {"mean": nan, "std": nan}, "UA": nan, "RA": nan,
             "TA": nan, "MIA": {"mean": nan, "std": nan, "not_finite": 0}}
-  scores, correct = scores[ok], correct[ok]
+  scores, correct, test_scores = scores[ok], correct[ok], test_scores[ok]
   forget, retain = forgotten[ok], (trained & ~forgotten)[ok]
   ua = 100 - 100 * (correct & forget).sum(1) / forget.sum(1)
   ra = 100 * (correct & retain).sum(1) / retain.sum(1)
-  mia = np.asarray([_mia(scores[j], test_scores[ok][j], retain[j], forget[j], mia_cap, seed)
+  mia = np.asarray([_mia(scores[j], test_scores[j], retain[j], forget[j], mia_cap, seed)
                     for j in range(len(scores))])
   row.update({"UA": float(ua.mean()), "RA": float(ra.mean()),
               "TA": float(100 * test_correct[ok].mean()), "MIA": _mean_std(mia),
@@ -227,8 +228,7 @@ def _mia(scores, test_scores, retain, forget, cap: int, seed: int) -> float:
   """MIA-efficacy of one copy, as the pipeline's (:func:`ieu_jax._metrics.mia_efficacy`):
   its retain subset against the test split, applied to its forget subset, on the
   true-class probability ``sigmoid(logit confidence)``."""
-  prob = lambda s: 1.0 / (1.0 + np.exp(-s))  # pylint: disable=unnecessary-lambda-assignment
-  return _metrics.mia_efficacy(prob(scores[retain]), prob(test_scores), prob(scores[forget]),
+  return _metrics.mia_efficacy(expit(scores[retain]), expit(test_scores), expit(scores[forget]),
                                max_per_class=cap, seed=seed)
 
 
