@@ -288,41 +288,38 @@ def _add_rcd(rows: list[dict[str, Any]], config: ml_collections.ConfigDict, spli
   by_name = {r["name"]: r for r in rows}
   ref = by_name["Retrain"]
   per_row = {r["name"]: [] for r in rows}
+  missing = {"steps": float("nan"), "normalized": float("nan"), "censored_frac": float("nan")}
   for m in range(min(int(copies), trained.shape[0])):
     start = time.perf_counter()
     if not (by_name["Original"]["_ok"][m] and ref["_ok"][m]):  # no threshold, no unit
       for row in rows:
-        per_row[row["name"]].append({"steps": float("nan"), "normalized": float("nan"),
-                                     "censored_frac": float("nan")})
+        per_row[row["name"]].append(dict(missing))
       continue
     fs = _copy_split(pop, trained[m], forgotten[m])
     original = _program.unstack(originals, m)
     attack = next(iter(attackers_lib.attacks(cfg, splits, fs, apply_fn, original,
                                              _program.unstack(ref["_params"], m)).values()))
-    results = {}
-    for row in rows:
-      if row["_ok"][m]:
-        results[row["name"]] = experiment.relearn_attack(attack, apply_fn,
-                                                         _program.unstack(row["_params"], m), cfg, original)
+    results = {
+        row["name"]: experiment.relearn_attack(attack, apply_fn,
+                                               _program.unstack(row["_params"], m), cfg, original)
+        for row in rows if row["_ok"][m]}
     for row in rows:
       res = results.get(row["name"])
       if res is None:
-        per_row[row["name"]].append({"steps": float("nan"), "normalized": float("nan"),
-                                     "censored_frac": float("nan")})
+        per_row[row["name"]].append(dict(missing))
         continue
       s = _rcd.rcd_summary(res, results.get(ref["name"]))
       per_row[row["name"]].append({"steps": s.steps_mean, "normalized": s.normalized,
                                    "censored_frac": s.censored_frac})
     logging.info("RCD on copy %d: %d rows in %.1fs", m, len(results), time.perf_counter() - start)
   for row in rows:
-    copies_ = per_row[row["name"]]
-    row["RCD"] = {"steps": _mean_std([c["steps"] for c in copies_]),
-                  "normalized": _mean_std([c["normalized"] for c in copies_]),
-                  "censored_frac": float(np.nanmean([c["censored_frac"] for c in copies_]))
-                                   if copies_ and any(np.isfinite(c["censored_frac"])
-                                                      for c in copies_) else float("nan"),
-                  "copies": len(copies_)}
-    row["rcd_per_copy"] = copies_
+    done = per_row[row["name"]]
+    censored = [c["censored_frac"] for c in done if np.isfinite(c["censored_frac"])]
+    row["RCD"] = {"steps": _mean_std([c["steps"] for c in done]),
+                  "normalized": _mean_std([c["normalized"] for c in done]),
+                  "censored_frac": float(np.mean(censored)) if censored else float("nan"),
+                  "copies": len(done)}
+    row["rcd_per_copy"] = done
 
 
 MEASURES = {
