@@ -199,9 +199,10 @@ def _row(name: str, stacked: Any, trained: np.ndarray, forgotten: np.ndarray, se
   ra = 100 * (correct & retain).sum(1) / retain.sum(1)
   mia = np.asarray([_mia(scores[j], test_scores[j], retain[j], forget[j], mia_cap, seed)
                     for j in range(len(scores))])
-  row.update({"UA": float(ua.mean()), "RA": float(ra.mean()),
-              "TA": float(100 * test_correct[ok].mean()), "MIA": _mean_std(mia),
-              "mia_per_copy": mia.tolist(), "_scores": scores})
+  ta = 100 * test_correct[ok].mean(1)
+  row.update({"UA": float(ua.mean()), "RA": float(ra.mean()), "TA": float(ta.mean()),
+              "MIA": _mean_std(mia), "mia_per_copy": mia.tolist(), "_scores": scores,
+              "_ra": _expand(ra, ok), "_ta": _expand(ta, ok)})
   if ok.sum() < 2:
     logging.warning("%s: one usable copy; U-LiRA needs two.", name)
     row["ulira_accuracy"] = {"mean": nan, "std": nan}
@@ -235,8 +236,8 @@ def _mia(scores, test_scores, retain, forget, cap: int, seed: int) -> float:
 def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten: np.ndarray,
                    delta: float) -> None:
   """``forgetting_quality``, ``challenge_score`` and ``examples_skipped`` of ``row``
-  against the reference Retrain copies, over the copies usable in both (NaN where no
-  example is left that two such copies forgot)."""
+  against the reference Retrain copies, over the copies usable in both, F and the
+  accuracy ratios alike (NaN where no example is left that two such copies forgot)."""
   both = row["_ok"] & reference["_ok"]
   nan = float("nan")
   if not both.any():
@@ -252,8 +253,10 @@ def _add_challenge(row: dict[str, Any], reference: Mapping[str, Any], forgotten:
     return
   row["forgetting_quality"] = fq
   row["examples_skipped"] = skipped
-  row["challenge_score"] = privacy.challenge_score(fq, row["RA"], reference["RA"], row["TA"],
-                                                   reference["TA"])
+  # The ratios over the same copies as F (all of them unless some diverged).
+  mean = lambda r, k: float(np.mean(r[k][both]))  # pylint: disable=unnecessary-lambda-assignment
+  row["challenge_score"] = privacy.challenge_score(fq, mean(row, "_ra"), mean(reference, "_ra"),
+                                                   mean(row, "_ta"), mean(reference, "_ta"))
 
 
 def _copy_split(pop: data_lib.Dataset, trained: np.ndarray,

@@ -134,6 +134,20 @@ def test_rows_leave_diverged_copies_out_and_pair_the_rest_by_copy():
   assert eps and row["forgetting_quality"] == pytest.approx(
       float(np.mean(privacy.epsilon_score(np.asarray(eps)))))
   assert row["examples_skipped"] == int((f.sum(0) == 1).sum())
+  # The accuracy ratios over the same copies as F: 0, 1, 3, 5.
+  def accuracies(weights):
+    ras, tas = [], []
+    for m in np.flatnonzero(both):
+      wm = {"w": jnp.asarray(weights[m], jnp.float32)}
+      hit = np.asarray(_apply(wm, pop.x)).argmax(-1) == np.asarray(pop.y)
+      keep = trained[m] & ~forgotten[m]
+      ras.append(100 * hit[keep].mean())
+      tas.append(100 * np.mean(np.asarray(_apply(wm, test.x)).argmax(-1) == np.asarray(test.y)))
+    return np.mean(ras), np.mean(tas)
+  (ra_m, ta_m), (ra_r, ta_r) = accuracies(w), accuracies(ref)
+  assert row["challenge_score"] == pytest.approx(
+      row["forgetting_quality"] * ra_m / ra_r * ta_m / ta_r)
+  assert row["RA"] != pytest.approx(ra_m)  # the row's own RA is over its 5 usable copies
 
 
 def test_a_row_whose_every_copy_diverged_has_no_metric():
