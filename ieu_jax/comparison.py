@@ -405,6 +405,30 @@ def splice(old: str | None, generated: str, name: str = "generated",
   return old[: old.index(start)] + block + old[old.index(end) + len(end) + 1:]
 
 
+def write_block(results_doc: str, block: str, name: str = "generated",
+                before: str | None = None) -> None:
+  """Writes block ``name`` of the page ``results_doc`` (:func:`splice`; a missing page
+  becomes the block)."""
+  try:
+    with open(results_doc) as f:
+      old = f.read()
+  except OSError:
+    old = None
+  outputs.write_text(results_doc, splice(old, block, name=name, before=before))
+
+
+def page_figure(results_doc: str, src: str, suffix: str) -> str:
+  """Copies the figure ``src`` beside the page as ``figures/<page>_<suffix>.png`` (named
+  after the page too: two pages beside each other keep their own figures); returns
+  that path relative to the page."""
+  stem = os.path.splitext(os.path.basename(results_doc))[0]
+  rel = f"figures/{stem}_{suffix}.png"
+  with open(src, "rb") as f:
+    outputs.write_text(os.path.join(os.path.dirname(os.path.abspath(results_doc)), rel),
+                       f.read())
+  return rel
+
+
 def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, *,
                  results_doc: str | None = None, command: str = "") -> dict[str, Any]:
   """Writes ``workdir/summary.json`` (aggregates and claims) and the results page.
@@ -423,24 +447,12 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], workdir: str, 
   summary = {"aggregate": by_scenario, "claims": {s: claims(a) for s, a in by_scenario.items()}}
   outputs.write_json(os.path.join(workdir, "summary.json"), summary)
   if results_doc and outputs.is_writer():
-    fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures")
-    # Named after the page too: two pages beside each other keep their own figures.
-    stem = os.path.splitext(os.path.basename(results_doc))[0]
     figures = {}
     for s, cells in runs.items():
       seed = cells[0]["config"]["seed"] if cells else None
       src = os.path.join(workdir, s, f"seed{seed}", "relearning.png")
       if os.path.exists(src):
-        name = f"{stem}_relearning_{s}.png"
-        with open(src, "rb") as f:
-          outputs.write_text(os.path.join(fig_dir, name), f.read())
-        figures[s] = f"figures/{name}"
-    try:
-      with open(results_doc) as f:
-        old = f.read()
-    except OSError:
-      old = None
-    page = results_document(by_scenario, command=command, figures=figures,
-                            preamble=setting_paragraph(runs))
-    outputs.write_text(results_doc, splice(old, page))
+        figures[s] = page_figure(results_doc, src, f"relearning_{s}")
+    write_block(results_doc, results_document(by_scenario, command=command, figures=figures,
+                                              preamble=setting_paragraph(runs)))
   return summary

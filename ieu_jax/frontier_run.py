@@ -307,27 +307,17 @@ def write_results_doc(frontier: Mapping[str, Any], results_doc: str, workdir: st
   copied beside the page as ``figures/<page>_frontier_<scenario>.png``."""
   if not outputs.is_writer():
     return
-  fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures")
-  stem = os.path.splitext(os.path.basename(results_doc))[0]
   figures = []
   for scenario in dict.fromkeys(r["scenario"] for r in frontier["runs"]):
     src = os.path.join(workdir, f"frontier_{scenario}.png")
     if os.path.exists(src):
-      name = f"{stem}_frontier_{scenario}.png"
-      with open(src, "rb") as f:
-        outputs.write_text(os.path.join(fig_dir, name), f.read())
-      figures.append(f"![{scenario}](figures/{name})")
+      rel = comparison.page_figure(results_doc, src, f"frontier_{scenario}")
+      figures.append(f"![{scenario}]({rel})")
   body = frontier_lib.frontier_markdown(frontier, bounds(frontier))
   body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
   block = (f"Reproduce the frontier:\n\n    {frontier['command']}\n\n"
            f"{setting_paragraph(frontier)}\n{body}\n\n" + "\n".join(figures) + "\n")
-  try:
-    with open(results_doc) as f:
-      old = f.read()
-  except OSError:
-    old = None
-  outputs.write_text(results_doc, comparison.splice(old, block, name="frontier",
-                                                    before=comparison.block_start()))
+  comparison.write_block(results_doc, block, name="frontier", before=comparison.block_start())
 
 
 def write_report(frontier: Mapping[str, Any], workdir: str) -> None:

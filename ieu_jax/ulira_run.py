@@ -563,21 +563,11 @@ def write_results_doc(out: Mapping[str, Any], results_doc: str, workdir: str) ->
   has none yet, and ``ulira.png`` copied beside it as ``figures/<page>_ulira.png``."""
   if not outputs.is_writer():
     return
-  stem = os.path.splitext(os.path.basename(results_doc))[0]
-  figure = os.path.join(os.path.dirname(os.path.abspath(results_doc)), "figures",
-                        f"{stem}_ulira.png")
-  with open(os.path.join(workdir, "ulira.png"), "rb") as f:
-    outputs.write_text(figure, f.read())
+  figure = comparison.page_figure(results_doc, os.path.join(workdir, "ulira.png"), "ulira")
   block = (f"Reproduce this section:\n\n    {out['command']}\n\n{_setting(out)}\n"
            + _table(out) + "\n\n" + _rankings_text(out["rankings"])
-           + f"\n![U-LiRA](figures/{stem}_ulira.png)\n")
-  try:
-    with open(results_doc) as f:
-      old = f.read()
-  except OSError:
-    old = None
-  outputs.write_text(results_doc, comparison.splice(old, block, name="ulira",
-                                                    before=comparison.block_start()))
+           + f"\n![U-LiRA]({figure})\n")
+  comparison.write_block(results_doc, block, name="ulira", before=comparison.block_start())
 
 
 def write_report(out: Mapping[str, Any], rows, workdir: str) -> None:
