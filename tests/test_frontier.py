@@ -451,3 +451,23 @@ def test_the_report_names_the_split_it_reads():
   md = frontier.frontier_markdown(f)
   assert "on the validation split" in md and "max(0, VA_Retrain - VA)" in md
   assert "|MIA_val - MIA_val_Retrain|" in md and "TA_Retrain" not in md
+
+
+def test_the_plot_names_the_split_it_reads(tmp_path, monkeypatch):
+  labels = []
+  save = outputs.save_figure
+
+  def spy(fig, path, **kwargs):
+    labels.append((fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()))
+    return save(fig, path, **kwargs)
+
+  monkeypatch.setattr(outputs, "save_figure", spy)
+  f = _hand_frontier()
+  frontier.plot_frontier(f, "random10", str(tmp_path / "t.png"), seed=0)
+  f["selection"] = "val"
+  for run in f["runs"]:
+    for row in [run["retrain"]] + [x for xs in run["methods"].values() for x in xs]:
+      row.update(VA=row["TA"], MIA_val=row["MIA"])
+  frontier.plot_frontier(f, "random10", str(tmp_path / "v.png"), seed=0)
+  assert "RA and TA" in labels[0][0] and "|MIA - MIA_R|" in labels[0][1]
+  assert "RA and VA" in labels[1][0] and "|MIA_val - MIA_val_R|" in labels[1][1]
